@@ -1,0 +1,487 @@
+"""The command line: parse options into Settings, run, and map outcomes and errors to exit codes.
+
+Nothing imports this module. It stays thin: the work happens in `pipeline`, reading back in `db`,
+drawing in `report`. Heavy modules (HTTP client, lxml, SQLAlchemy) are imported inside the commands,
+so `domainscan --help` and `--version` stay fast for cron jobs and CI smoke checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from enum import IntEnum
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from domainscan.config import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_TENANT,
+    DEFAULT_TIMEOUT,
+    DEFAULT_USER_AGENT,
+    FailOn,
+    OutputFormat,
+    Settings,
+    __version__,
+    validate_tenant,
+)
+from domainscan.errors import DomainscanError, InvalidDomain, StorageError, UsageError
+from domainscan.report import Environment, make_writer, resolve_format, summary_line, write_all
+
+if TYPE_CHECKING:
+    from domainscan.db import Repository
+    from domainscan.pipeline import BatchReport
+
+T = TypeVar("T")
+
+
+class ExitStatus(IntEnum):
+    """Exit codes (GUIDE §5); cron jobs and CI branch on them."""
+
+    OK = 0
+    DOMAIN_FAILED = 1
+    USAGE = 2
+    STORAGE = 3
+    INTERRUPTED = 130
+    TERMINATED = 143
+
+
+app = typer.Typer(
+    name="domainscan",
+    help="Scan web domains: status, redirects, title, description, tech, contacts and social profiles, "
+    "stored per tenant.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+db_app = typer.Typer(help="Create or update the database schema.", no_args_is_help=True)
+domains_app = typer.Typer(help="Read back the domains stored for a tenant.", no_args_is_help=True)
+batches_app = typer.Typer(help="Read back the batches run for a tenant.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(domains_app, name="domains")
+app.add_typer(batches_app, name="batches")
+
+TenantOption = Annotated[
+    str,
+    typer.Option(
+        "--tenant",
+        "-t",
+        envvar="DOMAINSCAN_TENANT",
+        metavar="NAME",
+        help="Whose data this is: 1-64 letters, digits, '-', '_' or '.'.",
+    ),
+]
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="DOMAINSCAN_DATABASE_URL",
+        show_default=False,
+        metavar="URL",
+        help="sqlite:///file.db or postgresql://user:pass@host:port/db "
+        "[default: a SQLite file in the user data directory]",
+    ),
+]
+FormatOption = Annotated[
+    OutputFormat | None,
+    typer.Option(
+        "--format",
+        "-o",
+        envvar="DOMAINSCAN_FORMAT",
+        show_default=False,
+        help="Output format [default: table on a terminal, jsonl otherwise].",
+    ),
+]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"domainscan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Scan web domains and keep what each site says about itself, per tenant."""
+
+
+@contextmanager
+def _guard(env: Environment, debug: bool) -> Iterator[None]:
+    """The one place that turns exceptions into a one-line message and an exit code."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except StorageError as exc:
+        _fail(env, str(exc), ExitStatus.STORAGE, debug)
+    except (UsageError, InvalidDomain) as exc:
+        _fail(env, str(exc), ExitStatus.USAGE, debug)
+    except DomainscanError as exc:
+        _fail(env, str(exc), ExitStatus.DOMAIN_FAILED, debug)
+    except KeyboardInterrupt:
+        _fail(env, "interrupted", ExitStatus.INTERRUPTED, debug)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence; say what it was, in one line
+        _fail(
+            env,
+            f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            ExitStatus.DOMAIN_FAILED,
+            debug,
+        )
+
+
+def _fail(env: Environment, message: str, status: ExitStatus, debug: bool) -> NoReturn:
+    if debug:
+        traceback.print_exc(file=env.stderr)
+    env.error(message.splitlines()[0] if message else type(message).__name__)
+    raise typer.Exit(int(status))
+
+
+def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    async def wrapper() -> T:
+        return await coro_fn()
+
+    return asyncio.run(wrapper())
+
+
+async def _open(database_url: str | None) -> Repository:
+    """The repository. SQLite files (the embedded default included) are created and upgraded on first
+    use; a shared database is only checked, and `domainscan db upgrade` is the way to change it."""
+    from domainscan.config import default_database_url
+    from domainscan.db import open_repository
+
+    url = database_url or default_database_url()
+    return await open_repository(url, auto_upgrade=url.startswith("sqlite"))
+
+
+@app.command()
+def scan(
+    domains: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Domains or URLs to scan, e.g. example.com or https://www.example.com/about.",
+            metavar="DOMAIN",
+            show_default=False,
+        ),
+    ] = None,
+    file: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help="Read domains from a file, one per line or a CSV with a domain/url/website "
+            "column; '-' reads standard input. Repeatable.",
+            metavar="PATH",
+            show_default=False,
+        ),
+    ] = None,
+    tenant: TenantOption = DEFAULT_TENANT,
+    database_url: DatabaseUrlOption = None,
+    no_store: Annotated[
+        bool, typer.Option("--no-store", help="Scan without writing to the database (CI smoke checks).")
+    ] = False,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            envvar="DOMAINSCAN_CONCURRENCY",
+            min=1,
+            max=2000,
+            metavar="N",
+            help="Domains scanned at the same time.",
+        ),
+    ] = DEFAULT_CONCURRENCY,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="DOMAINSCAN_TIMEOUT",
+            min=0.1,
+            metavar="SECONDS",
+            help="Deadline in seconds for each domain, all attempts and redirects included.",
+        ),
+    ] = DEFAULT_TIMEOUT,
+    max_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="DOMAINSCAN_MAX_BYTES",
+            min=1024,
+            metavar="BYTES",
+            help="Read at most this many (decompressed) bytes of a homepage.",
+        ),
+    ] = DEFAULT_MAX_BYTES,
+    user_agent: Annotated[
+        str,
+        typer.Option(envvar="DOMAINSCAN_USER_AGENT", metavar="TEXT", help="User-Agent header sent to sites."),
+    ] = DEFAULT_USER_AGENT,
+    phone_region: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DOMAINSCAN_PHONE_REGION",
+            show_default=False,
+            metavar="REGION",
+            help="Region for phone numbers written without a country code, e.g. US or GB "
+            "[default: from the domain's country TLD].",
+        ),
+    ] = None,
+    output_format: FormatOption = None,
+    fail_on: Annotated[
+        FailOn,
+        typer.Option(
+            envvar="DOMAINSCAN_FAIL_ON",
+            help="'error': exit 1 when any domain failed; 'never': exit 0 unless the run itself failed.",
+        ),
+    ] = FailOn.ERROR,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")
+    ] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Scan domains given as arguments, in files, or on standard input (--file -)."""
+    env = Environment()
+    with _guard(env, debug):
+        if not domains and not file:
+            raise UsageError("nothing to scan: give domains as arguments or --file PATH ('-' for stdin)")
+        from domainscan.inputs import check_sources, iter_inputs
+
+        files = list(file or [])
+        check_sources(files)
+        settings = Settings(
+            tenant=tenant,
+            database_url=database_url,
+            store=not no_store,
+            concurrency=concurrency,
+            timeout=timeout,
+            max_bytes=max_bytes,
+            user_agent=user_agent,
+            phone_region=phone_region.upper() if phone_region else None,
+            debug=debug,
+            options={
+                "concurrency": concurrency,
+                "timeout": timeout,
+                "max_bytes": max_bytes,
+                "user_agent": user_agent,
+                "phone_region": phone_region,
+            },
+        )
+        items = iter_inputs(list(domains or []), files, env.stdin)
+        source = ", ".join((["arguments"] if domains else []) + ["stdin" if f == "-" else f for f in files])
+        report = _scan(settings, env, items, source, resolve_format(output_format, env), quiet=quiet)
+        raise typer.Exit(int(_exit_status(report, fail_on, env)))
+
+
+def _scan(
+    settings: Settings, env: Environment, items: Any, source: str, fmt: OutputFormat, *, quiet: bool
+) -> BatchReport:
+    from domainscan.pipeline import run_batch
+    from domainscan.report import BatchProgress
+
+    writer = make_writer(fmt, env)
+    with BatchProgress(env, enabled=not quiet) as progress:
+
+        def sink(result: Any) -> None:
+            writer.write(result.to_record())
+            progress.advance(result.ok)
+
+        async def go() -> BatchReport:
+            repo = await _open(settings.database_url) if settings.store else None
+            try:
+                return await run_batch(settings, items, source=source, repo=repo, sink=sink)
+            finally:
+                if repo is not None:
+                    await repo.close()
+
+        try:
+            report = _run(go)
+        finally:
+            writer.close()
+    if not quiet:
+        print(summary_line(report), file=env.stderr, flush=True)
+    return report
+
+
+def _exit_status(report: BatchReport, fail_on: FailOn, env: Environment) -> ExitStatus:
+    if report.storage_error is not None:
+        env.error(f"{report.storage_error}; the records above were written to stdout but not all stored")
+        return ExitStatus.STORAGE
+    if report.signal is not None:
+        if report.batch_id is not None:
+            env.error(f"interrupted; batch {report.batch_id} is marked interrupted")
+        return ExitStatus.TERMINATED if report.signal == signal.SIGTERM else ExitStatus.INTERRUPTED
+    if fail_on is FailOn.ERROR and (report.failed or report.invalid):
+        return ExitStatus.DOMAIN_FAILED
+    return ExitStatus.OK
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseUrlOption = None, debug: DebugOption = False) -> None:
+    """Create the schema or bring it up to date (safe to run from several processes at once)."""
+    env = Environment()
+    with _guard(env, debug):
+        from domainscan.config import default_database_url
+        from domainscan.db import upgrade_database
+
+        revision, where = _run(lambda: upgrade_database(database_url or default_database_url()))
+        print(f"{where} is at schema revision {revision}", file=env.stderr)
+
+
+@domains_app.command("list")
+def domains_list(
+    tenant: TenantOption = DEFAULT_TENANT,
+    database_url: DatabaseUrlOption = None,
+    output_format: FormatOption = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="Only domains whose last scan was 'ok' or 'error'.", metavar="ok|error", show_default=False
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Show at most this many.", metavar="N", show_default=False)
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """List the tenant's domains with the outcome of their latest scan."""
+    env = Environment()
+    with _guard(env, debug):
+        validate_tenant(tenant)
+        if status not in (None, "ok", "error"):
+            raise UsageError("--status must be 'ok' or 'error'")
+
+        columns = ["domain", "status", "error_kind", "http_status", "title", "last_scanned_at", "scans"]
+        writer = make_writer(resolve_format(output_format, env), env, columns=columns)
+
+        async def go() -> None:
+            repo = await _open(database_url)
+            try:
+                async for info in repo.list_domains(tenant, limit=limit, status=status):
+                    writer.write(info.to_dict())
+            finally:
+                await repo.close()
+
+        _run(go)
+        writer.close()
+
+
+@domains_app.command("show")
+def domains_show(
+    domain: Annotated[
+        str, typer.Argument(help="The domain, as scanned (www. and scheme are ignored).", metavar="DOMAIN")
+    ],
+    tenant: TenantOption = DEFAULT_TENANT,
+    database_url: DatabaseUrlOption = None,
+    output_format: FormatOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Show the latest full record stored for one domain."""
+    env = Environment()
+    with _guard(env, debug):
+        validate_tenant(tenant)
+        from domainscan.domains import normalize
+
+        key = normalize(domain).domain
+
+        async def go() -> dict[str, Any] | None:
+            repo = await _open(database_url)
+            try:
+                info = await repo.get_domain(tenant, key)
+                return None if info is None else (info.record or info.to_dict())
+            finally:
+                await repo.close()
+
+        record = _run(go)
+        if record is None:
+            env.error(f"no domain {key} stored for tenant {tenant}")
+            raise typer.Exit(int(ExitStatus.DOMAIN_FAILED))
+        write_all(make_writer(resolve_format(output_format, env), env), [record])
+
+
+BATCH_COLUMNS = [
+    "batch_id",
+    "status",
+    "total",
+    "ok",
+    "failed",
+    "invalid",
+    "duplicates",
+    "created_at",
+    "finished_at",
+    "source",
+]
+
+
+@batches_app.command("list")
+def batches_list(
+    tenant: TenantOption = DEFAULT_TENANT,
+    database_url: DatabaseUrlOption = None,
+    output_format: FormatOption = None,
+    limit: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Show at most this many, newest first.")
+    ] = 50,
+    debug: DebugOption = False,
+) -> None:
+    """List the tenant's batches, newest first."""
+    env = Environment()
+    with _guard(env, debug):
+        validate_tenant(tenant)
+
+        async def go() -> list[dict[str, Any]]:
+            repo = await _open(database_url)
+            try:
+                return [b.to_dict() for b in await repo.list_batches(tenant, limit=limit)]
+            finally:
+                await repo.close()
+
+        rows = _run(go)
+        write_all(make_writer(resolve_format(output_format, env), env, columns=BATCH_COLUMNS), rows)
+
+
+@batches_app.command("show")
+def batches_show(
+    batch_id: Annotated[int, typer.Argument(help="The batch id printed by scan.", metavar="ID")],
+    tenant: TenantOption = DEFAULT_TENANT,
+    database_url: DatabaseUrlOption = None,
+    output_format: FormatOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Show one batch: its source, options, counts and job states."""
+    env = Environment()
+    with _guard(env, debug):
+        validate_tenant(tenant)
+
+        async def go() -> dict[str, Any] | None:
+            repo = await _open(database_url)
+            try:
+                info = await repo.get_batch(tenant, batch_id)
+                if info is None:
+                    return None
+                return {**info.to_dict(), "jobs": await repo.job_counts(tenant, batch_id)}
+            finally:
+                await repo.close()
+
+        row = _run(go)
+        if row is None:
+            env.error(f"no batch {batch_id} for tenant {tenant}")
+            raise typer.Exit(int(ExitStatus.DOMAIN_FAILED))
+        columns = [*BATCH_COLUMNS, "options", "jobs"]
+        fmt = resolve_format(output_format, env)
+        write_all(make_writer(fmt, env, columns=None if fmt is OutputFormat.TABLE else columns), [row])
+
+
+def run() -> None:
+    """Entry point: load .env (without overriding the environment), then run the app."""
+    from dotenv import find_dotenv, load_dotenv
+
+    load_dotenv(find_dotenv(usecwd=True), override=False)
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(int(ExitStatus.INTERRUPTED))

@@ -1,0 +1,90 @@
+"""Settings: one frozen value built from options, DOMAINSCAN_* environment variables and `.env`.
+
+The CLI reads options and environment (Typer's `envvar`), after `.env` has been loaded into the
+environment without overriding what is already set. Everything below the CLI takes a Settings and
+never looks at the environment itself, so tests can build one directly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from domainscan.errors import UsageError
+
+try:
+    __version__ = version("domainscan")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+PROJECT_URL = "https://github.com/domainscan/domainscan"
+DEFAULT_USER_AGENT = f"domainscan/{__version__} (+{PROJECT_URL})"
+DEFAULT_TENANT = "default"
+DEFAULT_CONCURRENCY = 50
+DEFAULT_TIMEOUT = 20.0
+DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+
+_TENANT = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSONL = "jsonl"
+    JSON = "json"
+    CSV = "csv"
+
+
+class FailOn(StrEnum):
+    ERROR = "error"
+    NEVER = "never"
+
+
+def validate_tenant(tenant: str) -> str:
+    """Tenants are 1-64 letters, digits, '-', '_' or '.': safe in logs, file names and SQL parameters."""
+    if not _TENANT.fullmatch(tenant):
+        raise UsageError(f"invalid tenant {tenant[:80]!r}: use 1-64 letters, digits, '-', '_' or '.'")
+    return tenant
+
+
+def default_database_url() -> str:
+    """The embedded default: a SQLite file in the user data directory (created on first use)."""
+    from platformdirs import user_data_path
+
+    path: Path = user_data_path("domainscan", appauthor=False, ensure_exists=True) / "domainscan.db"
+    return f"sqlite:///{path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a run needs to know; built once by the CLI (or a test) and passed down."""
+
+    tenant: str = DEFAULT_TENANT
+    database_url: str | None = None  # None: the embedded SQLite default
+    store: bool = True
+    concurrency: int = DEFAULT_CONCURRENCY
+    timeout: float = DEFAULT_TIMEOUT
+    max_bytes: int = DEFAULT_MAX_BYTES
+    user_agent: str = DEFAULT_USER_AGENT
+    phone_region: str | None = None
+    retries: int = 1
+    debug: bool = False
+    options: dict[str, object] = field(default_factory=dict)  # recorded on the batch, for the record
+
+    def __post_init__(self) -> None:
+        validate_tenant(self.tenant)
+        if self.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        if self.timeout <= 0:
+            raise UsageError("--timeout must be a positive number of seconds")
+        if self.max_bytes < 1024:
+            raise UsageError("--max-bytes must be at least 1024")
+
+    @property
+    def is_default_database(self) -> bool:
+        return self.database_url is None
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or default_database_url()

@@ -1,0 +1,111 @@
+"""The three tables, as SQLAlchemy Core. Migration 0001 creates exactly these (a test compares them).
+
+Core rather than ORM models: the repository only runs bulk statements and hands out dataclasses from
+``domainscan.models``, so there is no identity map, lazy loading or MissingGreenlet to worry about.
+Every table carries ``tenant`` and every index that serves a query starts with it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from domainscan.db.types import DomainName, JSONType, UTCDateTime
+
+BATCH_STATUSES = ("running", "complete", "interrupted", "failed")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _counter(name: str) -> Column[int]:
+    return Column(name, Integer, nullable=False, default=0, server_default=text("0"))
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
+    allowed = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=column)
+
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("options", JSONType, nullable=False),
+    _counter("total"),
+    _counter("ok"),
+    _counter("failed"),
+    _counter("invalid"),
+    _counter("duplicates"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Index(None, "tenant", "id"),
+    _one_of("status", BATCH_STATUSES),
+)
+
+domains = Table(
+    "domains",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("domain", DomainName, nullable=False),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("last_scanned_at", UTCDateTime),
+    # Not a foreign key: jobs already references domains, and the latest facts stand on their own.
+    Column("last_job_id", Integer),
+    Column("status", String(16)),
+    Column("error_kind", String(32)),
+    Column("http_status", Integer),
+    Column("url", Text),
+    Column("title", Text),
+    _counter("scans"),
+    Column("record", JSONType),
+    UniqueConstraint("tenant", "domain"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("batch_id", Integer, ForeignKey("batches.id"), nullable=False),
+    Column("domain_id", Integer, ForeignKey("domains.id")),  # NULL for invalid inputs
+    Column("input", Text, nullable=False),
+    Column("line", Integer),
+    Column("source", Text),
+    Column("status", String(16), nullable=False),
+    Column("error_kind", String(32)),
+    Column("error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("elapsed_ms", Integer),
+    Column("result", JSONType),
+    # A domain is scanned once per batch; rows with a NULL domain_id never collide.
+    UniqueConstraint("batch_id", "domain_id"),
+    Index(None, "tenant", "batch_id", "status"),
+    Index(None, "tenant", "domain_id"),
+    _one_of("status", JOB_STATUSES),
+)

@@ -1,0 +1,624 @@
+"""The HTTP client: one homepage per domain, under one deadline, with a bounded body.
+
+Why it looks the way it does:
+
+- **httpx over the aiohttp transport.** httpx gives the API (requests, headers, MockTransport for tests);
+  aiohttp does the socket work. On 2000 local sites a bare httpx loop cost 2.3x a bare aiohttp loop and
+  httpx with ``httpx_aiohttp.AiohttpTransport`` 1.3x (GUIDE §8), so the default transport is aiohttp's,
+  with a session we build ourselves to size the connection pool to ``--concurrency``, cache DNS for the
+  batch, keep no cookies and bound the response headers.
+- **One deadline per domain.** ``asyncio.timeout(settings.timeout)`` covers every attempt (https, http,
+  ``www.``), every redirect and retry wait, and the body. Per-phase socket timeouts alone let a server
+  that drips a byte a second, or a chain of slow redirects, hold a worker for minutes; the deadline
+  makes ``--timeout`` mean what users think: the longest one domain can take.
+- **A body cap that holds for compressed bodies.** We only advertise gzip and deflate and decompress
+  them ourselves with zlib's ``max_length``, so a gzip bomb costs the cap and not a multiple of a
+  network chunk (httpx's decoders inflate whole chunks). Brotli and zstd are not advertised: their
+  decoders here cannot stop at a size.
+- **Errors translated in one place.** ``Fetcher._translated`` turns whatever httpx, httpcore, aiohttp,
+  ``ssl`` or the OS raised into a :class:`~domainscan.errors.FetchError` with an ``ErrorKind`` and a
+  one-line message. ``httpx_aiohttp`` maps every ``aiohttp.ClientConnectionError`` to
+  ``httpx.ConnectTimeout``, so the kind is read from the original exceptions on the
+  ``__cause__``/``__context__`` chain, and from the httpx exception only when nothing deeper says more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import errno
+import http.cookiejar
+import os
+import re
+import socket
+import ssl
+import time
+import urllib.request
+import zlib
+from collections.abc import AsyncGenerator, Iterator
+from dataclasses import dataclass, field
+from http.client import HTTPResponse
+from types import TracebackType
+from typing import TypeVar
+
+import aiohttp
+import httpx
+from aiohttp.http_exceptions import HttpProcessingError
+from charset_normalizer import from_bytes
+from httpx_aiohttp import AiohttpTransport
+
+from domainscan.config import Settings
+from domainscan.errors import ErrorKind, FetchError
+from domainscan.models import Fetched, Target
+
+MAX_REDIRECTS = 10
+ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"
+ACCEPT_ENCODING = "gzip, deflate"  # only what _Decoder can stop at the cap
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_RETRY_STATUSES = frozenset({429, 503})
+_MAX_RETRY_AFTER = 3.0  # seconds; a longer Retry-After is shortened, not obeyed
+_BACKOFF = 0.5  # seconds before a retry the server gave no Retry-After for
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_SNIFF_BYTES = 1024  # how much of an untyped body decides whether it is HTML
+_PREFIX_BYTES = 16 * 1024  # what is kept of a body nobody will parse (not HTML, or an error status)
+_META_SCAN_BYTES = 4 * 1024
+_DETECT_BYTES = 16 * 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+# Header bounds for the aiohttp session: generous enough for real Content-Security-Policy and Set-Cookie
+# headers, small enough that a hostile server cannot make us buffer more than ~2 MiB of them.
+_MAX_HEADER_LINE = 16 * 1024
+_MAX_HEADERS = 128
+
+# Charset labels browsers treat as something else (WHATWG Encoding Standard), by Python codec name:
+# a page that says iso-8859-1 or us-ascii is decoded as windows-1252, and so on.
+_BROWSER_CODECS = {
+    "iso8859-1": "cp1252",
+    "ascii": "cp1252",
+    "iso8859-9": "cp1254",
+    "iso8859-11": "cp874",
+    "tis-620": "cp874",
+    "gb2312": "gbk",
+    "euc_kr": "cp949",
+    "big5": "big5hkscs",
+}
+# WHATWG labels Python's codec registry does not know.
+_LABEL_ALIASES = {"windows-874": "cp874", "x-sjis": "shift_jis", "x-gbk": "gbk"}
+
+_CHARSET_PARAM = re.compile(r"""charset\s*=\s*["']?\s*([^"';\s]+)""", re.IGNORECASE)
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([a-z0-9_.:-]{1,40})""", re.IGNORECASE)
+# The start of an HTML document (WHATWG MIME sniffing's HTML patterns, plus <meta> and an XML prolog
+# followed by an HTML doctype or root), after BOM and whitespace.
+_HTML_START = re.compile(
+    rb"<(?:!doctype\s+html|html|head|body|title|meta|script|style|iframe|h1|div|font|table|a|b|br|p)[\s>/]"
+    rb"|<!--"
+    rb"|<\?xml[^>]*>\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]",
+    re.IGNORECASE | re.DOTALL,
+)
+_WHITESPACE = b" \t\n\r\f"
+
+_E = TypeVar("_E", bound=BaseException)
+_CookieState = frozenset[tuple[str, str, str, str | None]]  # (domain, path, name, value) of each cookie
+
+
+class _ConnectionLost(FetchError):
+    """A connection reset or dropped by the server: the one transport failure worth a retry."""
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """The client-wide jar: keeps nothing, so no site's cookies outlive its own fetch."""
+
+    def extract_cookies(self, response: HTTPResponse, request: urllib.request.Request) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class _Trail:
+    """Where one fetch has got to, so an error (the deadline's too) can say which URL it was on."""
+
+    url: str
+    redirects: list[str] = field(default_factory=list)
+    cookies: httpx.Cookies = field(default_factory=httpx.Cookies)  # this fetch's own jar
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """A final (non-redirect) response, its body read as far as it is worth reading."""
+
+    url: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    truncated: bool
+    is_html: bool
+    encoding: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Wait:
+    """The server asked us to come back (429/503) and the wait fits the deadline."""
+
+    seconds: float
+
+
+class Fetcher:
+    """Fetches homepages for a whole batch through one HTTP client; safe for concurrent ``fetch`` calls.
+
+    Nothing is kept between calls except the client (its connection pool and DNS cache).
+    """
+
+    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._settings = settings
+        self._timeout_message = f"timeout: no complete answer within {settings.timeout:g}s"
+        self._client = httpx.AsyncClient(
+            transport=transport or _aiohttp_transport(settings.concurrency),
+            headers={"User-Agent": settings.user_agent, "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING},
+            timeout=settings.timeout,
+            follow_redirects=False,
+            cookies=_NoCookies(),
+            trust_env=False,
+        )
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._client.aclose()
+
+    async def fetch(self, target: Target) -> Fetched:
+        """Fetch the homepage of `target`: https, then http on a connect/TLS failure, then ``www.``
+        when the name does not resolve; redirects followed and recorded; all within ``settings.timeout``.
+
+        Returns 4xx/5xx and non-HTML answers as a Fetched (the pipeline decides what they mean);
+        raises FetchError when there is no answer at all.
+        """
+        started = time.monotonic()
+        trail = _Trail(url=f"https://{target.domain}/")
+        deadline = asyncio.timeout(self._settings.timeout)
+        try:
+            async with deadline:
+                page = await self._fetch_site(target, trail, deadline)
+        except TimeoutError:
+            raise self._timeout_error(trail) from None
+        except FetchError as exc:
+            # A library that turned the deadline's cancellation into an error of its own still timed out.
+            if deadline.expired():
+                raise self._timeout_error(trail) from exc
+            raise
+        return Fetched(
+            url=page.url,
+            http_status=page.status,
+            redirects=tuple(trail.redirects),
+            headers=page.headers,
+            body=page.body,
+            truncated=page.truncated,
+            encoding=page.encoding,
+            elapsed_ms=round((time.monotonic() - started) * 1000),
+            is_html=page.is_html,
+        )
+
+    def _timeout_error(self, trail: _Trail) -> FetchError:
+        return FetchError(
+            ErrorKind.TIMEOUT, self._timeout_message, url=trail.url, redirects=tuple(trail.redirects)
+        )
+
+    async def _fetch_site(self, target: Target, trail: _Trail, deadline: asyncio.Timeout) -> _Page:
+        """The domain as given, then ``www.`` + host when the name has no address."""
+        try:
+            return await self._fetch_domain(target.domain, trail, deadline)
+        except FetchError as exc:
+            if exc.kind is not ErrorKind.DNS:
+                raise
+            no_address = exc
+        www = f"www.{target.host}" if target.port is None else f"www.{target.host}:{target.port}"
+        try:
+            return await self._fetch_domain(www, trail, deadline)
+        except FetchError as exc:
+            if exc.kind is ErrorKind.DNS:
+                raise no_address from None  # say which name the user gave, not the one we guessed
+            raise
+
+    async def _fetch_domain(self, domain: str, trail: _Trail, deadline: asyncio.Timeout) -> _Page:
+        """https first; plain http when https cannot be reached at all (refused, reset, TLS failure).
+
+        An HTTP error status or a timeout is an answer from (or about) the site, so it is not retried
+        over http; neither is a failure after a redirect, since the site chose where to send us.
+        """
+        try:
+            return await self._follow(_site_url("https", domain), trail, deadline)
+        except FetchError as exc:
+            if exc.kind not in (ErrorKind.CONNECT, ErrorKind.TLS) or exc.redirects:
+                raise
+            https_error = exc
+        try:
+            return await self._follow(_site_url("http", domain), trail, deadline)
+        except FetchError as exc:
+            if exc.kind is ErrorKind.CONNECT and not exc.redirects:
+                raise https_error from None  # both failed to connect: the https reason is the telling one
+            raise
+
+    async def _follow(self, url: httpx.URL, trail: _Trail, deadline: asyncio.Timeout) -> _Page:
+        """Request `url` and follow its redirects by hand, recording the chain in `trail`.
+
+        A loop is a URL requested again with the same cookies: a redirect back to the same URL that
+        set a cookie (a "cookie check") is followed, as a browser would.
+        """
+        trail.redirects = []
+        visited: set[tuple[str, _CookieState]] = set()
+        while True:
+            trail.url = str(url)
+            visited.add((trail.url, _cookie_state(trail.cookies)))
+            outcome = await self._request(url, trail, deadline)
+            if isinstance(outcome, _Page):
+                return outcome
+            trail.redirects.append(str(url))
+            if (str(outcome), _cookie_state(trail.cookies)) in visited:
+                raise self._redirect_error(f"{url} redirects back to {outcome}", trail)
+            if len(trail.redirects) > MAX_REDIRECTS:
+                raise self._redirect_error(f"more than {MAX_REDIRECTS} redirects (last to {outcome})", trail)
+            if outcome.scheme not in _DEFAULT_PORTS:
+                # Not an HTTP page we could reach: reported as a connect failure, to the URL we were sent.
+                raise FetchError(
+                    ErrorKind.CONNECT,
+                    _one_line(f"connect: redirected to a non-HTTP URL {outcome}"),
+                    url=str(outcome),
+                    redirects=tuple(trail.redirects),
+                )
+            url = outcome
+
+    @staticmethod
+    def _redirect_error(detail: str, trail: _Trail) -> FetchError:
+        return FetchError(
+            ErrorKind.REDIRECT_LOOP,
+            _one_line(f"redirect_loop: {detail}"),
+            url=trail.url,
+            redirects=tuple(trail.redirects),
+        )
+
+    async def _request(self, url: httpx.URL, trail: _Trail, deadline: asyncio.Timeout) -> _Page | httpx.URL:
+        """One URL, retried (``settings.retries`` times) after a dropped connection or a 429/503."""
+        attempt = 0
+        while True:
+            may_retry = attempt < self._settings.retries
+            try:
+                with self._translated(url, trail):
+                    outcome = await self._exchange(url, trail, deadline, may_retry=may_retry)
+            except _ConnectionLost:
+                if not may_retry or _time_left(deadline) <= _BACKOFF:
+                    raise
+                wait = _BACKOFF
+            else:
+                if not isinstance(outcome, _Wait):
+                    return outcome
+                wait = outcome.seconds
+            attempt += 1
+            await asyncio.sleep(wait)
+
+    async def _exchange(
+        self, url: httpx.URL, trail: _Trail, deadline: asyncio.Timeout, *, may_retry: bool
+    ) -> _Page | httpx.URL | _Wait:
+        """Send one request: a redirect's target, a wait before retrying, or the page."""
+        request = self._client.build_request("GET", url)
+        trail.cookies.set_cookie_header(request)
+        response = await self._client.send(request, stream=True)
+        try:
+            trail.cookies.extract_cookies(response)
+            location = response.headers.get("location", "").strip()
+            if response.status_code in _REDIRECT_STATUSES and location:
+                return url.join(location).copy_with(fragment=None)
+            if may_retry and response.status_code in _RETRY_STATUSES:
+                wait = _retry_wait(response.headers.get("retry-after"))
+                if wait < _time_left(deadline):
+                    return _Wait(wait)
+            return await self._read_page(response)
+        finally:
+            await response.aclose()
+
+    async def _read_page(self, response: httpx.Response) -> _Page:
+        content_type = response.headers.get("content-type")
+        media = _media_type(content_type)
+        if response.status_code >= 400 or (media is not None and media not in _HTML_TYPES):
+            limit = min(self._settings.max_bytes, _PREFIX_BYTES)
+        else:
+            limit = self._settings.max_bytes
+        body, truncated = await _read_body(response, limit, sniff=media is None)
+        is_html = media in _HTML_TYPES or (media is None and _looks_like_html(body))
+        headers: dict[str, str] = {}
+        for name, value in response.headers.multi_items():
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        return _Page(
+            url=str(response.url),
+            status=response.status_code,
+            headers=headers,
+            body=body,
+            truncated=truncated,
+            is_html=is_html,
+            encoding=_decide_encoding(content_type, body) if is_html else _declared_charset(content_type),
+        )
+
+    @contextlib.contextmanager
+    def _translated(self, url: httpx.URL, trail: _Trail) -> Iterator[None]:
+        """The one place where third-party and OS errors become FetchError (cancellation passes through)."""
+        try:
+            yield
+        except FetchError:
+            raise
+        except Exception as exc:
+            kind, detail, lost = _classify(exc, url)
+            message = self._timeout_message if kind is ErrorKind.TIMEOUT else _one_line(f"{kind}: {detail}")
+            error = _ConnectionLost if lost else FetchError
+            raise error(kind, message, url=str(url), redirects=tuple(trail.redirects)) from exc
+
+
+def _aiohttp_transport(concurrency: int) -> httpx.AsyncBaseTransport:
+    """The default transport: httpx on an aiohttp session built lazily inside the running loop."""
+    ssl_context = httpx.create_ssl_context()  # verifying, certifi's CA bundle; loaded once per batch
+    # One connection per worker at a time, plus headroom for connections still being released.
+    limit = concurrency + max(2, concurrency // 10)
+
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=limit,
+            limit_per_host=0,  # every domain is a different host; the global limit is what matters
+            ttl_dns_cache=300,
+            keepalive_timeout=5,  # a homepage rarely reuses a connection beyond its own redirects
+            ssl=ssl_context,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            trust_env=False,
+            max_line_size=_MAX_HEADER_LINE,
+            max_field_size=_MAX_HEADER_LINE,
+            max_headers=_MAX_HEADERS,
+        )
+
+    transport: httpx.AsyncBaseTransport = AiohttpTransport(verify=ssl_context, client=session)
+    return transport
+
+
+def _cookie_state(cookies: httpx.Cookies) -> _CookieState:
+    return frozenset((c.domain, c.path, c.name, c.value) for c in cookies.jar)
+
+
+def _site_url(scheme: str, domain: str) -> httpx.URL:
+    url = f"{scheme}://{domain}/"
+    try:
+        return httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise FetchError(
+            ErrorKind.CONNECT, _one_line(f"connect: invalid address {domain!r}"), url=url
+        ) from exc
+
+
+def _time_left(deadline: asyncio.Timeout) -> float:
+    when = deadline.when()
+    return float("inf") if when is None else when - asyncio.get_running_loop().time()
+
+
+def _retry_wait(retry_after: str | None) -> float:
+    """Retry-After in seconds, shortened to _MAX_RETRY_AFTER; the short backoff when absent or a date."""
+    try:
+        seconds = int(retry_after or "")
+    except ValueError:
+        return _BACKOFF
+    return min(float(max(seconds, 0)), _MAX_RETRY_AFTER)
+
+
+# --- error classification ---------------------------------------------------------------------------
+
+
+def _classify(exc: Exception, url: httpx.URL) -> tuple[ErrorKind, str, bool]:
+    """(kind, one-line detail, whether the connection was lost and a retry may help).
+
+    The original exceptions (ssl, socket, OSError, aiohttp) are searched first, most specific kind
+    first; the httpx exception's own type is used only when none of them is on the chain (httpcore
+    and MockTransport raise meaningful httpx types; httpx_aiohttp's are unreliable).
+    """
+    chain = _exception_chain(exc)
+    where = f"{url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme, '')}"
+    if (cert := _find(chain, ssl.SSLCertVerificationError)) is not None:
+        reason = getattr(cert, "verify_message", None) or _ssl_reason(cert)
+        return ErrorKind.TLS, f"certificate verify failed: {reason} ({where})", False
+    if (tls := _find(chain, ssl.SSLError)) is not None:
+        return ErrorKind.TLS, f"handshake failed: {_ssl_reason(tls)} ({where})", False
+    if _find(chain, socket.gaierror) is not None or _find(chain, aiohttp.ClientConnectorDNSError) is not None:
+        return ErrorKind.DNS, f"no address for {url.host}", False
+    if _find(chain, TimeoutError) is not None:
+        return ErrorKind.TIMEOUT, "", False
+    if (os_error := _find_os_error(chain)) is not None:
+        if isinstance(os_error, ConnectionResetError | BrokenPipeError | ConnectionAbortedError) or (
+            os_error.errno in _RESET_ERRNOS
+        ):
+            return ErrorKind.CONNECT, f"connection reset ({where})", True
+        reason = os.strerror(os_error.errno).lower() if os_error.errno else str(os_error) or "network error"
+        return ErrorKind.CONNECT, f"{reason} ({where})", False
+    if _find(chain, aiohttp.ServerDisconnectedError) is not None:
+        return ErrorKind.CONNECT, f"server disconnected ({where})", True
+    if _find(chain, aiohttp.ClientPayloadError) is not None:
+        return ErrorKind.CONNECT, f"connection lost while reading the body ({where})", True
+    if (bad := _find(chain, HttpProcessingError)) is not None:
+        return ErrorKind.CONNECT, f"invalid HTTP response: {bad.message} ({where})", False
+    if isinstance(exc, httpx.TimeoutException):
+        return ErrorKind.TIMEOUT, "", False
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return ErrorKind.CONNECT, f"{str(exc).rstrip('.').lower() or 'connection lost'} ({where})", True
+    if isinstance(exc, httpx.HTTPError | aiohttp.ClientError):
+        return ErrorKind.CONNECT, f"{str(exc).rstrip('.') or type(exc).__name__} ({where})", False
+    return ErrorKind.CONNECT, f"unexpected {type(exc).__name__}: {exc} ({where})", False
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and what led to it: the explicit cause, else the context even when suppressed (httpcore
+    re-raises its errors ``from None``), else an exception group's first member (anyio's attempts)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+        if current is None and isinstance(chain[-1], BaseExceptionGroup):
+            current = chain[-1].exceptions[0]
+    return chain
+
+
+def _find(chain: list[BaseException], kind: type[_E]) -> _E | None:
+    """The deepest exception of `kind`: the original, not a wrapper that subclasses it (aiohttp's
+    ClientConnectorCertificateError is an ssl.SSLCertVerificationError without its details)."""
+    return next((e for e in reversed(chain) if isinstance(e, kind)), None)
+
+
+def _find_os_error(chain: list[BaseException]) -> OSError | None:
+    """The most informative OSError on the chain: the first with an errno, else the first."""
+    os_errors = [e for e in chain if isinstance(e, OSError)]
+    return next((e for e in os_errors if e.errno), os_errors[0] if os_errors else None)
+
+
+def _ssl_reason(error: ssl.SSLError) -> str:
+    reason = getattr(error, "reason", None)
+    return reason.lower().replace("_", " ") if isinstance(reason, str) else str(error)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else f"{line[: limit - 3]}..."
+
+
+# --- body ---------------------------------------------------------------------------------------------
+
+
+class _Decoder:
+    """Content-Encoding decoding that never returns more than it is asked for.
+
+    gzip and deflate (zlib-wrapped, or raw as some servers send it) are inflated with ``max_length``,
+    so memory stays at the cap whatever the compression ratio. Other codings were not advertised;
+    their bytes are passed through as they are.
+    """
+
+    def __init__(self, content_encoding: str | None) -> None:
+        codings = [c.strip().lower() for c in (content_encoding or "").split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        self._zlib: zlib._Decompress | None = None
+        self._raw_deflate_fallback = False
+        self.failed = False
+        if codings in (["gzip"], ["x-gzip"]):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif codings == ["deflate"]:
+            self._zlib = zlib.decompressobj()
+            self._raw_deflate_fallback = True
+
+    def decode(self, data: bytes, max_out: int) -> bytes:
+        """At most `max_out` (>= 1) decoded bytes of `data`; when exactly that many come back the
+        caller has hit its cap and stops, so input left unconsumed never matters."""
+        if self._zlib is None:
+            return data[:max_out]
+        if self.failed:
+            return b""
+        try:
+            decoded = self._zlib.decompress(data, max_out)
+        except zlib.error:
+            if self._raw_deflate_fallback:
+                self._raw_deflate_fallback = False
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                return self.decode(data, max_out)
+            self.failed = True  # corrupt: keep what was decoded so far
+            return b""
+        self._raw_deflate_fallback = False  # only the first chunk tells zlib-wrapped from raw deflate
+        return decoded
+
+
+async def _read_body(response: httpx.Response, limit: int, *, sniff: bool) -> tuple[bytes, bool]:
+    """Read at most `limit` decoded bytes; (body, truncated). With `sniff` (no content type), stop
+    after a small prefix unless the body starts like HTML."""
+    preread = response.is_stream_consumed
+    decoder = _Decoder(None if preread else response.headers.get("content-encoding"))
+    body = bytearray()
+    async with contextlib.aclosing(_raw_chunks(response, preread=preread)) as chunks:
+        async for raw in chunks:
+            body += decoder.decode(raw, limit - len(body) + 1)
+            if sniff and len(body) >= _SNIFF_BYTES:
+                sniff = False
+                if not _looks_like_html(body):
+                    limit = min(limit, _PREFIX_BYTES)
+            if len(body) > limit or decoder.failed:
+                del body[limit:]
+                return bytes(body), True
+    return bytes(body), False
+
+
+async def _raw_chunks(response: httpx.Response, *, preread: bool) -> AsyncGenerator[bytes, None]:
+    """The body as it came off the wire, or, from a transport that hands over responses already read
+    (MockTransport given ``content=``), the content httpx has already decoded."""
+    if preread:
+        yield response.content
+        return
+    async for chunk in response.aiter_raw():
+        yield chunk
+
+
+def _media_type(content_type: str | None) -> str | None:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media or None
+
+
+def _looks_like_html(body: bytes | bytearray) -> bool:
+    head = bytes(body[:_SNIFF_BYTES])
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        head = head.decode("utf-16", "replace").encode("utf-8", "replace")
+    head = head.removeprefix(codecs.BOM_UTF8).lstrip(_WHITESPACE)
+    return _HTML_START.match(head) is not None
+
+
+# --- encoding -------------------------------------------------------------------------------------------
+
+
+def _decide_encoding(content_type: str | None, body: bytes) -> str | None:
+    """The codec to decode an HTML body with, as a browser would pick it, or None when nothing says.
+
+    A BOM wins (it cannot be wrong, and browsers let it override the header); then the Content-Type
+    charset; then a <meta> charset in the first 4 KiB; then, if the bytes are valid UTF-8, utf-8;
+    else charset_normalizer's guess from a 16 KiB prefix.
+    """
+    if body.startswith(codecs.BOM_UTF8):
+        return "utf-8"
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if (declared := _declared_charset(content_type)) is not None:
+        return declared
+    if (meta := _META_CHARSET.search(body, 0, _META_SCAN_BYTES)) is not None and (
+        codec := _codec(meta.group(1).decode("ascii"))
+    ) is not None:
+        # A page whose <meta> we could read in ASCII is not UTF-16, whatever it says (WHATWG).
+        return "utf-8" if codec.startswith("utf-16") else codec
+    if not body:
+        return None
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(body, final=False)  # a cut last char is fine
+    except UnicodeDecodeError:
+        guess = from_bytes(body[:_DETECT_BYTES]).best()
+        return None if guess is None else _codec(guess.encoding)
+    return "utf-8"
+
+
+def _declared_charset(content_type: str | None) -> str | None:
+    match = _CHARSET_PARAM.search(content_type or "")
+    return None if match is None else _codec(match.group(1))
+
+
+def _codec(label: str) -> str | None:
+    """Python's canonical name for a charset label, with browsers' substitutions; None if unknown."""
+    label = label.strip().lower()
+    try:
+        name = codecs.lookup(_LABEL_ALIASES.get(label, label)).name
+        b"\0".decode(name, "ignore")  # refuses codecs that are not text encodings (base64, rot13, idna)
+    except (LookupError, UnicodeError):
+        return None
+    return _BROWSER_CODECS.get(name, name)

@@ -1,0 +1,287 @@
+"""Plain values passed between the stages: input -> Target -> Fetched -> PageFacts -> ScanResult.
+
+They are dataclasses, not ORM objects, so any stage can hold them after its session or client is gone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from domainscan.errors import ErrorKind
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A valid, normalized domain to scan.
+
+    `domain` is the storage key: lower-case ASCII (IDN as punycode), no leading ``www.``, with ``:port``
+    appended when the input named a port. `host` is the same without the port.
+    """
+
+    domain: str
+    host: str
+    port: int | None
+    input: str
+    line: int | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidInput:
+    """An input line that normalization rejected; it still becomes a record (`invalid_domain`)."""
+
+    input: str
+    reason: str
+    line: int | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """The final response of a homepage fetch, after redirects. `body` is decompressed and capped."""
+
+    url: str
+    http_status: int
+    redirects: tuple[str, ...]
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    body: bytes
+    truncated: bool
+    encoding: str | None  # the charset the body should be decoded with, when known
+    elapsed_ms: int
+    is_html: bool
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+    @property
+    def server(self) -> str | None:
+        return self.headers.get("server")
+
+
+@dataclass(frozen=True, slots=True)
+class TechHit:
+    """A technology recognized on a page; `version` when a rule captured one."""
+
+    name: str
+    version: str | None
+    categories: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "categories": list(self.categories)}
+
+
+@dataclass(slots=True)
+class PageCounts:
+    images: int = 0
+    scripts: int = 0
+    stylesheets: int = 0
+    links: int = 0
+    words: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "images": self.images,
+            "scripts": self.scripts,
+            "stylesheets": self.stylesheets,
+            "links": self.links,
+            "words": self.words,
+        }
+
+
+@dataclass(slots=True)
+class PageFacts:
+    """What a homepage says about its site. Absent facts are None, empty lists or empty dicts."""
+
+    title: str | None = None
+    description: str | None = None
+    language: str | None = None
+    canonical_url: str | None = None
+    favicon_url: str | None = None
+    logo_url: str | None = None
+    open_graph: dict[str, str] = field(default_factory=dict)
+    twitter: dict[str, str] = field(default_factory=dict)
+    json_ld_types: list[str] = field(default_factory=list)
+    emails: list[str] = field(default_factory=list)
+    phones: list[str] = field(default_factory=list)
+    social: dict[str, str] = field(default_factory=dict)
+    tech: list[TechHit] = field(default_factory=list)
+    page: PageCounts = field(default_factory=PageCounts)
+
+
+# The output record's fields, in the order they are written (GUIDE §4). Users parse these names.
+RECORD_FIELDS: tuple[str, ...] = (
+    "domain",
+    "input",
+    "tenant",
+    "job_id",
+    "batch_id",
+    "status",
+    "error_kind",
+    "error",
+    "url",
+    "http_status",
+    "redirects",
+    "elapsed_ms",
+    "scanned_at",
+    "server",
+    "content_type",
+    "bytes",
+    "truncated",
+    "title",
+    "description",
+    "language",
+    "canonical_url",
+    "favicon_url",
+    "logo_url",
+    "open_graph",
+    "twitter",
+    "json_ld_types",
+    "emails",
+    "phones",
+    "social",
+    "tech",
+    "is_wordpress",
+    "wordpress_version",
+    "has_elementor",
+    "page",
+)
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """The outcome of one input: a scanned domain (ok or error) or a rejected line."""
+
+    domain: str | None
+    input: str
+    tenant: str
+    scanned_at: str  # ISO 8601 UTC
+    error_kind: ErrorKind | None = None
+    error: str | None = None
+    line: int | None = None
+    job_id: int | None = None
+    batch_id: int | None = None
+    url: str | None = None
+    http_status: int | None = None
+    redirects: list[str] = field(default_factory=list)
+    elapsed_ms: int | None = None
+    server: str | None = None
+    content_type: str | None = None
+    bytes: int | None = None
+    truncated: bool = False
+    facts: PageFacts = field(default_factory=PageFacts)
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.error_kind is None else "error"
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON Lines record of GUIDE §4, fields in RECORD_FIELDS order."""
+        f = self.facts
+        wp = next((t for t in f.tech if t.name == "WordPress"), None)
+        return {
+            "domain": self.domain,
+            "input": self.input,
+            "tenant": self.tenant,
+            "job_id": self.job_id,
+            "batch_id": self.batch_id,
+            "status": self.status,
+            "error_kind": None if self.error_kind is None else str(self.error_kind),
+            "error": self.error,
+            "url": self.url,
+            "http_status": self.http_status,
+            "redirects": list(self.redirects),
+            "elapsed_ms": self.elapsed_ms,
+            "scanned_at": self.scanned_at,
+            "server": self.server,
+            "content_type": self.content_type,
+            "bytes": self.bytes,
+            "truncated": self.truncated,
+            "title": f.title,
+            "description": f.description,
+            "language": f.language,
+            "canonical_url": f.canonical_url,
+            "favicon_url": f.favicon_url,
+            "logo_url": f.logo_url,
+            "open_graph": dict(f.open_graph),
+            "twitter": dict(f.twitter),
+            "json_ld_types": list(f.json_ld_types),
+            "emails": list(f.emails),
+            "phones": list(f.phones),
+            "social": dict(f.social),
+            "tech": [t.to_dict() for t in f.tech],
+            "is_wordpress": wp is not None,
+            "wordpress_version": wp.version if wp else None,
+            "has_elementor": any(t.name == "Elementor" for t in f.tech),
+            "page": f.page.to_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """A stored batch, as the read commands show it."""
+
+    id: int
+    tenant: str
+    status: str  # running | complete | interrupted | failed
+    source: str
+    options: dict[str, Any]
+    total: int
+    ok: int
+    failed: int
+    invalid: int
+    duplicates: int
+    created_at: str
+    finished_at: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.id,
+            "tenant": self.tenant,
+            "status": self.status,
+            "source": self.source,
+            "options": dict(self.options),
+            "total": self.total,
+            "ok": self.ok,
+            "failed": self.failed,
+            "invalid": self.invalid,
+            "duplicates": self.duplicates,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DomainInfo:
+    """A stored domain with its latest facts (`record` is the latest output record, or {})."""
+
+    domain: str
+    tenant: str
+    status: str | None
+    error_kind: str | None
+    http_status: int | None
+    title: str | None
+    url: str | None
+    first_seen_at: str
+    last_scanned_at: str | None
+    scans: int
+    record: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "tenant": self.tenant,
+            "status": self.status,
+            "error_kind": self.error_kind,
+            "http_status": self.http_status,
+            "title": self.title,
+            "url": self.url,
+            "first_seen_at": self.first_seen_at,
+            "last_scanned_at": self.last_scanned_at,
+            "scans": self.scans,
+        }

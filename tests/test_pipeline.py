@@ -1,0 +1,196 @@
+"""The pipeline's promises: bounded concurrency, one record per admitted input, duplicates once,
+failures recorded, and everything stored through the repository in short operations."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from types import TracebackType
+
+from domainscan.config import Settings
+from domainscan.errors import ErrorKind, FetchError
+from domainscan.models import Fetched, InvalidInput, ScanResult, Target
+from domainscan.pipeline import BatchReport, Pipeline
+
+PAGE = (
+    b"<html lang='en'><head><title>Hello</title></head>"
+    b"<body><a href='mailto:info@example.com'>mail</a></body></html>"
+)
+
+
+def target(domain: str, line: int | None = None) -> Target:
+    return Target(domain=domain, host=domain, port=None, input=domain, line=line)
+
+
+class FakeFetcher:
+    """Stands in for fetch.Fetcher: counts how many fetches are in flight at once."""
+
+    def __init__(
+        self,
+        delay: float = 0.01,
+        fail: dict[str, FetchError] | None = None,
+        status: dict[str, int] | None = None,
+    ) -> None:
+        self.delay = delay
+        self.fail = fail or {}
+        self.status = status or {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.fetched: list[str] = []
+
+    async def __aenter__(self) -> FakeFetcher:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    async def fetch(self, t: Target) -> Fetched:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+            self.fetched.append(t.domain)
+            if t.domain in self.fail:
+                raise self.fail[t.domain]
+            return Fetched(
+                url=f"https://{t.domain}/",
+                http_status=self.status.get(t.domain, 200),
+                redirects=(),
+                headers={"content-type": "text/html", "server": "nginx"},
+                body=PAGE,
+                truncated=False,
+                encoding="utf-8",
+                elapsed_ms=1,
+                is_html=True,
+            )
+        finally:
+            self.in_flight -= 1
+
+
+async def run(
+    items: list[Target | InvalidInput], fetcher: FakeFetcher, *, concurrency: int = 5
+) -> tuple[list[ScanResult], BatchReport]:
+    results: list[ScanResult] = []
+    settings = Settings(concurrency=concurrency, timeout=5)
+    pipeline = Pipeline(settings, repo=None, sink=results.append, fetcher=fetcher)  # type: ignore[arg-type]
+    report = await pipeline.run(items, source="test")
+    return results, report
+
+
+async def test_concurrency_is_bounded_and_every_input_reported() -> None:
+    fetcher = FakeFetcher(delay=0.02)
+    domains = [f"site{i}.example" for i in range(60)]
+    results, report = await run([target(d) for d in domains], fetcher, concurrency=7)
+    assert fetcher.max_in_flight == 7
+    assert sorted(r.domain or "" for r in results) == sorted(domains)
+    assert all(r.ok and r.facts.title == "Hello" for r in results)
+    assert report.total == 60
+    assert report.ok == 60
+
+
+async def test_slow_site_does_not_hold_the_others() -> None:
+    class OneSlow(FakeFetcher):
+        async def fetch(self, t: Target) -> Fetched:
+            if t.domain == "slow.example":
+                await asyncio.sleep(1.0)
+            return await super().fetch(t)
+
+    order: list[str] = []
+    fetcher = OneSlow(delay=0.001)
+    settings = Settings(concurrency=3, timeout=5)
+    items = [target("slow.example")] + [target(f"fast{i}.example") for i in range(30)]
+    pipeline = Pipeline(settings, repo=None, sink=lambda r: order.append(r.domain or ""), fetcher=fetcher)  # type: ignore[arg-type]
+    await pipeline.run(items, source="test")
+    assert order[-1] == "slow.example"
+    assert len(order) == 31
+
+
+async def test_duplicates_scanned_once_and_invalid_lines_recorded() -> None:
+    fetcher = FakeFetcher()
+    items: list[Target | InvalidInput] = [
+        target("a.example", 1),
+        target("b.example", 2),
+        target("a.example", 3),
+        InvalidInput(input="not a domain", reason="bad label", line=4),
+    ]
+    results, report = await run(items, fetcher)
+    assert sorted(fetcher.fetched) == ["a.example", "b.example"]
+    invalid = [r for r in results if r.error_kind is ErrorKind.INVALID_DOMAIN]
+    assert len(invalid) == 1
+    assert invalid[0].error == "line 4: bad label"
+    assert invalid[0].to_record()["status"] == "error"
+    assert (report.duplicates, report.invalid, report.ok, report.total) == (1, 1, 2, 3)
+
+
+async def test_failures_become_error_records_not_exceptions() -> None:
+    fetcher = FakeFetcher(
+        fail={"dead.example": FetchError(ErrorKind.DNS, "dns: no address for dead.example")},
+        status={"broken.example": 503},
+    )
+    items: list[Target | InvalidInput] = [
+        target("dead.example"),
+        target("broken.example"),
+        target("fine.example"),
+    ]
+    results, report = await run(items, fetcher)
+    by_domain = {r.domain: r.to_record() for r in results}
+    assert by_domain["dead.example"]["error_kind"] == "dns"
+    assert by_domain["dead.example"]["error"] == "dns: no address for dead.example"
+    assert by_domain["broken.example"]["error_kind"] == "http_status"
+    assert by_domain["broken.example"]["http_status"] == 503
+    assert by_domain["fine.example"]["status"] == "ok"
+    assert (report.ok, report.failed) == (1, 2)
+
+
+async def test_stop_cancels_in_flight_and_records_them() -> None:
+    fetcher = FakeFetcher(delay=30)
+    results: list[ScanResult] = []
+    settings = Settings(concurrency=4, timeout=60)
+    pipeline = Pipeline(settings, repo=None, sink=results.append, fetcher=fetcher)  # type: ignore[arg-type]
+    items = [target(f"s{i}.example") for i in range(10)]
+    task = asyncio.create_task(pipeline.run(items, source="test"))
+    await asyncio.sleep(0.2)
+    pipeline.stop(signal.SIGINT)
+    report = await asyncio.wait_for(task, 3)
+    assert report.status == "interrupted"
+    assert report.signal == signal.SIGINT
+    assert {r.error_kind for r in results} == {ErrorKind.CANCELLED}
+    assert report.cancelled == len(results) >= 4
+
+
+async def test_results_are_stored_before_they_are_emitted(tmp_path: Path) -> None:
+    from domainscan.db import open_repository
+
+    repo = await open_repository(f"sqlite:///{tmp_path}/p.db", auto_upgrade=True)
+    try:
+        seen_in_db: list[str | None] = []
+        settings = Settings(concurrency=3, timeout=5)
+        results: list[ScanResult] = []
+        pipeline = Pipeline(settings, repo=repo, sink=results.append, fetcher=FakeFetcher())  # type: ignore[arg-type]
+        items: list[Target | InvalidInput] = [target(f"s{i}.example") for i in range(25)]
+        items += [target("s1.example"), InvalidInput(input="#bad", reason="bad", line=99)]
+        report = await pipeline.run(items, source="test")
+        assert report.batch_id is not None
+        for r in results:
+            assert r.job_id is not None
+            assert r.batch_id == report.batch_id
+            info = await repo.get_domain("default", r.domain) if r.domain else None
+            seen_in_db.append(info.status if info else None)
+        assert seen_in_db.count("ok") == 25
+        batch = await repo.get_batch("default", report.batch_id)
+        assert batch is not None
+        assert (batch.status, batch.total, batch.ok, batch.failed, batch.invalid, batch.duplicates) == (
+            "complete",
+            26,
+            25,
+            0,
+            1,
+            1,
+        )
+        counts = await repo.job_counts("default", report.batch_id)
+        assert counts == {"succeeded": 25, "failed": 1}
+    finally:
+        await repo.close()
