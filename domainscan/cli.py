@@ -11,8 +11,8 @@ import asyncio
 import signal
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from enum import IntEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -98,6 +98,18 @@ FormatOption = Annotated[
         help="Output format [default: table on a terminal, jsonl otherwise].",
     ),
 ]
+PoolOption = Annotated[
+    int,
+    typer.Option(
+        "--db-pool-size",
+        envvar="DOMAINSCAN_DB_POOL_SIZE",
+        min=0,
+        max=50,
+        metavar="N",
+        help="PostgreSQL: keep N connections open (for a direct connection). 0 opens one per "
+        "operation, which is right behind PgBouncer or Supavisor, where the pooler pools.",
+    ),
+]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")]
 
 
@@ -147,21 +159,29 @@ def _fail(env: Environment, message: str, status: ExitStatus, debug: bool) -> No
     raise typer.Exit(int(status))
 
 
-def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    async def wrapper() -> T:
-        return await coro_fn()
-
-    return asyncio.run(wrapper())
-
-
-async def _open(database_url: str | None) -> Repository:
-    """The repository. SQLite files (the embedded default included) are created and upgraded on first
-    use; a shared database is only checked, and `domainscan db upgrade` is the way to change it."""
+@asynccontextmanager
+async def _repository(database_url: str | None, pool_size: int = 0) -> AsyncIterator[Repository]:
+    """The repository for one command. SQLite files (the embedded default included) are created and
+    upgraded on first use; a shared database is only checked: `domainscan db upgrade` changes it."""
     from domainscan.config import default_database_url
     from domainscan.db import open_repository
 
     url = database_url or default_database_url()
-    return await open_repository(url, auto_upgrade=url.startswith("sqlite"))
+    repo = await open_repository(url, pool_size=pool_size, auto_upgrade=url.startswith("sqlite"))
+    try:
+        yield repo
+    finally:
+        await repo.close()
+
+
+def _with_repository(database_url: str | None, operation: Callable[[Repository], Awaitable[T]]) -> T:
+    """Run one async operation against the repository, from synchronous command code."""
+
+    async def go() -> T:
+        async with _repository(database_url) as repo:
+            return await operation(repo)
+
+    return asyncio.run(go())
 
 
 @app.command()
@@ -187,6 +207,7 @@ def scan(
     ] = None,
     tenant: TenantOption = DEFAULT_TENANT,
     database_url: DatabaseUrlOption = None,
+    db_pool_size: PoolOption = 0,
     no_store: Annotated[
         bool, typer.Option("--no-store", help="Scan without writing to the database (CI smoke checks).")
     ] = False,
@@ -232,6 +253,18 @@ def scan(
             "[default: from the domain's country TLD].",
         ),
     ] = None,
+    allow_net: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-net",
+            envvar="DOMAINSCAN_ALLOW_NET",
+            metavar="CIDR",
+            show_default=False,
+            help="Also fetch from this network, e.g. 127.0.0.0/8 for a local test farm or 10.0.0.0/8 for "
+            "an intranet. Repeatable. By default only public addresses are contacted: loopback, private, "
+            "link-local (cloud metadata), shared, multicast and reserved addresses are refused as 'blocked'.",
+        ),
+    ] = None,
     output_format: FormatOption = None,
     fail_on: Annotated[
         FailOn,
@@ -251,6 +284,7 @@ def scan(
         if not domains and not file:
             raise UsageError("nothing to scan: give domains as arguments or --file PATH ('-' for stdin)")
         from domainscan.inputs import check_sources, iter_inputs
+        from domainscan.netpolicy import AddressPolicy, parse_networks
 
         files = list(file or [])
         check_sources(files)
@@ -258,18 +292,21 @@ def scan(
             tenant=tenant,
             database_url=database_url,
             store=not no_store,
+            db_pool_size=db_pool_size,
             concurrency=concurrency,
             timeout=timeout,
             max_bytes=max_bytes,
             user_agent=user_agent,
             phone_region=phone_region.upper() if phone_region else None,
             debug=debug,
+            address_policy=AddressPolicy(parse_networks(allow_net or [])),
             options={
                 "concurrency": concurrency,
                 "timeout": timeout,
                 "max_bytes": max_bytes,
                 "user_agent": user_agent,
                 "phone_region": phone_region,
+                "allow_net": list(allow_net or []),
             },
         )
         items = iter_inputs(list(domains or []), files, env.stdin)
@@ -292,15 +329,13 @@ def _scan(
             progress.advance(result.ok)
 
         async def go() -> BatchReport:
-            repo = await _open(settings.database_url) if settings.store else None
-            try:
+            if not settings.store:
+                return await run_batch(settings, items, source=source, repo=None, sink=sink)
+            async with _repository(settings.database_url, settings.db_pool_size) as repo:
                 return await run_batch(settings, items, source=source, repo=repo, sink=sink)
-            finally:
-                if repo is not None:
-                    await repo.close()
 
         try:
-            report = _run(go)
+            report = asyncio.run(go())
         finally:
             writer.close()
     if not quiet:
@@ -329,7 +364,7 @@ def db_upgrade(database_url: DatabaseUrlOption = None, debug: DebugOption = Fals
         from domainscan.config import default_database_url
         from domainscan.db import upgrade_database
 
-        revision, where = _run(lambda: upgrade_database(database_url or default_database_url()))
+        revision, where = asyncio.run(upgrade_database(database_url or default_database_url()))
         print(f"{where} is at schema revision {revision}", file=env.stderr)
 
 
@@ -359,15 +394,11 @@ def domains_list(
         columns = ["domain", "status", "error_kind", "http_status", "title", "last_scanned_at", "scans"]
         writer = make_writer(resolve_format(output_format, env), env, columns=columns)
 
-        async def go() -> None:
-            repo = await _open(database_url)
-            try:
-                async for info in repo.list_domains(tenant, limit=limit, status=status):
-                    writer.write(info.to_dict())
-            finally:
-                await repo.close()
+        async def write_rows(repo: Repository) -> None:
+            async for info in repo.list_domains(tenant, limit=limit, status=status):
+                writer.write(info.to_dict())
 
-        _run(go)
+        _with_repository(database_url, write_rows)
         writer.close()
 
 
@@ -389,15 +420,8 @@ def domains_show(
 
         key = normalize(domain).domain
 
-        async def go() -> dict[str, Any] | None:
-            repo = await _open(database_url)
-            try:
-                info = await repo.get_domain(tenant, key)
-                return None if info is None else (info.record or info.to_dict())
-            finally:
-                await repo.close()
-
-        record = _run(go)
+        info = _with_repository(database_url, lambda repo: repo.get_domain(tenant, key))
+        record = None if info is None else (info.record or info.to_dict())
         if record is None:
             env.error(f"no domain {key} stored for tenant {tenant}")
             raise typer.Exit(int(ExitStatus.DOMAIN_FAILED))
@@ -433,15 +457,9 @@ def batches_list(
     with _guard(env, debug):
         validate_tenant(tenant)
 
-        async def go() -> list[dict[str, Any]]:
-            repo = await _open(database_url)
-            try:
-                return [b.to_dict() for b in await repo.list_batches(tenant, limit=limit)]
-            finally:
-                await repo.close()
-
-        rows = _run(go)
-        write_all(make_writer(resolve_format(output_format, env), env, columns=BATCH_COLUMNS), rows)
+        batches = _with_repository(database_url, lambda repo: repo.list_batches(tenant, limit=limit))
+        writer = make_writer(resolve_format(output_format, env), env, columns=BATCH_COLUMNS)
+        write_all(writer, (b.to_dict() for b in batches))
 
 
 @batches_app.command("show")
@@ -457,17 +475,13 @@ def batches_show(
     with _guard(env, debug):
         validate_tenant(tenant)
 
-        async def go() -> dict[str, Any] | None:
-            repo = await _open(database_url)
-            try:
-                info = await repo.get_batch(tenant, batch_id)
-                if info is None:
-                    return None
-                return {**info.to_dict(), "jobs": await repo.job_counts(tenant, batch_id)}
-            finally:
-                await repo.close()
+        async def batch_with_jobs(repo: Repository) -> dict[str, Any] | None:
+            info = await repo.get_batch(tenant, batch_id)
+            if info is None:
+                return None
+            return {**info.to_dict(), "jobs": await repo.job_counts(tenant, batch_id)}
 
-        row = _run(go)
+        row = _with_repository(database_url, batch_with_jobs)
         if row is None:
             env.error(f"no batch {batch_id} for tenant {tenant}")
             raise typer.Exit(int(ExitStatus.DOMAIN_FAILED))

@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from domainscan.errors import UsageError
+from domainscan.netpolicy import AddressPolicy
 
 try:
     __version__ = version("domainscan")
@@ -64,12 +65,14 @@ class Settings:
     tenant: str = DEFAULT_TENANT
     database_url: str | None = None  # None: the embedded SQLite default
     store: bool = True
+    db_pool_size: int = 0  # 0: a new connection per operation (NullPool), what a transaction pooler wants
     concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = DEFAULT_TIMEOUT
     max_bytes: int = DEFAULT_MAX_BYTES
     user_agent: str = DEFAULT_USER_AGENT
     phone_region: str | None = None
     retries: int = 1
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)  # which addresses may be fetched
     debug: bool = False
     options: dict[str, object] = field(default_factory=dict)  # recorded on the batch, for the record
 
@@ -79,6 +82,8 @@ class Settings:
             raise UsageError("--concurrency must be at least 1")
         if self.timeout <= 0:
             raise UsageError("--timeout must be a positive number of seconds")
+        if self.db_pool_size < 0:
+            raise UsageError("--db-pool-size must be 0 or more")
         if self.max_bytes < 1024:
             raise UsageError("--max-bytes must be at least 1024")
 

@@ -15,6 +15,10 @@ Why it looks the way it does:
   them ourselves with zlib's ``max_length``, so a gzip bomb costs the cap and not a multiple of a
   network chunk (httpx's decoders inflate whole chunks). Brotli and zstd are not advertised: their
   decoders here cannot stop at a size.
+- **The address policy on the address connected to.** A resolver wrapped around aiohttp's drops every
+  address the :class:`~domainscan.netpolicy.AddressPolicy` refuses before aiohttp connects, so a name
+  that resolves (or rebinds) to 10.x or 169.254.169.254 is ``blocked``; IP-literal URLs never reach a
+  resolver, so every hop's URL is checked too. Nothing private is contacted unless ``--allow-net``.
 - **Errors translated in one place.** ``Fetcher._translated`` turns whatever httpx, httpcore, aiohttp,
   ``ssl`` or the OS raised into a :class:`~domainscan.errors.FetchError` with an ``ErrorKind`` and a
   one-line message. ``httpx_aiohttp`` maps every ``aiohttp.ClientConnectionError`` to
@@ -29,6 +33,7 @@ import codecs
 import contextlib
 import errno
 import http.cookiejar
+import ipaddress
 import os
 import re
 import socket
@@ -44,13 +49,16 @@ from typing import TypeVar
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.http_exceptions import HttpProcessingError
-from charset_normalizer import from_bytes
+from aiohttp.resolver import ThreadedResolver
 from httpx_aiohttp import AiohttpTransport
 
+from domainscan.charsets import content_type_charset, decide_encoding
 from domainscan.config import Settings
 from domainscan.errors import ErrorKind, FetchError
 from domainscan.models import Fetched, Target
+from domainscan.netpolicy import AddressPolicy
 
 MAX_REDIRECTS = 10
 ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"
@@ -63,8 +71,6 @@ _BACKOFF = 0.5  # seconds before a retry the server gave no Retry-After for
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _SNIFF_BYTES = 1024  # how much of an untyped body decides whether it is HTML
 _PREFIX_BYTES = 16 * 1024  # what is kept of a body nobody will parse (not HTML, or an error status)
-_META_SCAN_BYTES = 4 * 1024
-_DETECT_BYTES = 16 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
@@ -73,23 +79,6 @@ _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 _MAX_HEADER_LINE = 16 * 1024
 _MAX_HEADERS = 128
 
-# Charset labels browsers treat as something else (WHATWG Encoding Standard), by Python codec name:
-# a page that says iso-8859-1 or us-ascii is decoded as windows-1252, and so on.
-_BROWSER_CODECS = {
-    "iso8859-1": "cp1252",
-    "ascii": "cp1252",
-    "iso8859-9": "cp1254",
-    "iso8859-11": "cp874",
-    "tis-620": "cp874",
-    "gb2312": "gbk",
-    "euc_kr": "cp949",
-    "big5": "big5hkscs",
-}
-# WHATWG labels Python's codec registry does not know.
-_LABEL_ALIASES = {"windows-874": "cp874", "x-sjis": "shift_jis", "x-gbk": "gbk"}
-
-_CHARSET_PARAM = re.compile(r"""charset\s*=\s*["']?\s*([^"';\s]+)""", re.IGNORECASE)
-_META_CHARSET = re.compile(rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([a-z0-9_.:-]{1,40})""", re.IGNORECASE)
 # The start of an HTML document (WHATWG MIME sniffing's HTML patterns, plus <meta> and an XML prolog
 # followed by an HTML doctype or root), after BOM and whitespace.
 _HTML_START = re.compile(
@@ -106,6 +95,36 @@ _CookieState = frozenset[tuple[str, str, str, str | None]]  # (domain, path, nam
 
 class _ConnectionLost(FetchError):
     """A connection reset or dropped by the server: the one transport failure worth a retry."""
+
+
+class _Blocked(Exception):
+    """Raised by the resolver when the policy refuses every address of a name. Not an OSError, so
+    aiohttp lets it through instead of turning it into a DNS error."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _PolicyResolver(AbstractResolver):
+    """The system resolver (so /etc/hosts counts), minus the addresses the policy refuses."""
+
+    def __init__(self, policy: AddressPolicy) -> None:
+        self._policy = policy
+        self._resolver = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._resolver.resolve(host, port, family)
+        allowed = [r for r in results if self._policy.check(r["host"]) is None]
+        if not allowed:
+            reason = self._policy.check(results[0]["host"]) if results else "it has no address"
+            raise _Blocked(f"{host}: {reason}")
+        return allowed
+
+    async def close(self) -> None:
+        await self._resolver.close()
 
 
 class _NoCookies(http.cookiejar.CookieJar):
@@ -154,7 +173,7 @@ class Fetcher:
         self._settings = settings
         self._timeout_message = f"timeout: no complete answer within {settings.timeout:g}s"
         self._client = httpx.AsyncClient(
-            transport=transport or _aiohttp_transport(settings.concurrency),
+            transport=transport or _aiohttp_transport(settings.concurrency, settings.address_policy),
             headers={"User-Agent": settings.user_agent, "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING},
             timeout=settings.timeout,
             follow_redirects=False,
@@ -306,6 +325,8 @@ class Fetcher:
         self, url: httpx.URL, trail: _Trail, deadline: asyncio.Timeout, *, may_retry: bool
     ) -> _Page | httpx.URL | _Wait:
         """Send one request: a redirect's target, a wait before retrying, or the page."""
+        if _is_ip_literal(url.host) and (reason := self._settings.address_policy.check(url.host)):
+            raise _Blocked(reason)  # no resolver sees an IP literal: this is where it is checked
         request = self._client.build_request("GET", url)
         trail.cookies.set_cookie_header(request)
         response = await self._client.send(request, stream=True)
@@ -341,7 +362,7 @@ class Fetcher:
             body=body,
             truncated=truncated,
             is_html=is_html,
-            encoding=_decide_encoding(content_type, body) if is_html else _declared_charset(content_type),
+            encoding=decide_encoding(content_type, body) if is_html else content_type_charset(content_type),
         )
 
     @contextlib.contextmanager
@@ -358,7 +379,7 @@ class Fetcher:
             raise error(kind, message, url=str(url), redirects=tuple(trail.redirects)) from exc
 
 
-def _aiohttp_transport(concurrency: int) -> httpx.AsyncBaseTransport:
+def _aiohttp_transport(concurrency: int, policy: AddressPolicy) -> httpx.AsyncBaseTransport:
     """The default transport: httpx on an aiohttp session built lazily inside the running loop."""
     ssl_context = httpx.create_ssl_context()  # verifying, certifi's CA bundle; loaded once per batch
     # One connection per worker at a time, plus headroom for connections still being released.
@@ -371,6 +392,7 @@ def _aiohttp_transport(concurrency: int) -> httpx.AsyncBaseTransport:
             ttl_dns_cache=300,
             keepalive_timeout=5,  # a homepage rarely reuses a connection beyond its own redirects
             ssl=ssl_context,
+            resolver=_PolicyResolver(policy),
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -426,6 +448,8 @@ def _classify(exc: Exception, url: httpx.URL) -> tuple[ErrorKind, str, bool]:
     """
     chain = _exception_chain(exc)
     where = f"{url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme, '')}"
+    if (blocked := _find(chain, _Blocked)) is not None:
+        return ErrorKind.BLOCKED, blocked.reason, False
     if (cert := _find(chain, ssl.SSLCertVerificationError)) is not None:
         reason = getattr(cert, "verify_message", None) or _ssl_reason(cert)
         return ErrorKind.TLS, f"certificate verify failed: {reason} ({where})", False
@@ -455,6 +479,14 @@ def _classify(exc: Exception, url: httpx.URL) -> tuple[ErrorKind, str, bool]:
     if isinstance(exc, httpx.HTTPError | aiohttp.ClientError):
         return ErrorKind.CONNECT, f"{str(exc).rstrip('.') or type(exc).__name__} ({where})", False
     return ErrorKind.CONNECT, f"unexpected {type(exc).__name__}: {exc} ({where})", False
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _exception_chain(exc: BaseException) -> list[BaseException]:
@@ -575,50 +607,3 @@ def _looks_like_html(body: bytes | bytearray) -> bool:
         head = head.decode("utf-16", "replace").encode("utf-8", "replace")
     head = head.removeprefix(codecs.BOM_UTF8).lstrip(_WHITESPACE)
     return _HTML_START.match(head) is not None
-
-
-# --- encoding -------------------------------------------------------------------------------------------
-
-
-def _decide_encoding(content_type: str | None, body: bytes) -> str | None:
-    """The codec to decode an HTML body with, as a browser would pick it, or None when nothing says.
-
-    A BOM wins (it cannot be wrong, and browsers let it override the header); then the Content-Type
-    charset; then a <meta> charset in the first 4 KiB; then, if the bytes are valid UTF-8, utf-8;
-    else charset_normalizer's guess from a 16 KiB prefix.
-    """
-    if body.startswith(codecs.BOM_UTF8):
-        return "utf-8"
-    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    if (declared := _declared_charset(content_type)) is not None:
-        return declared
-    if (meta := _META_CHARSET.search(body, 0, _META_SCAN_BYTES)) is not None and (
-        codec := _codec(meta.group(1).decode("ascii"))
-    ) is not None:
-        # A page whose <meta> we could read in ASCII is not UTF-16, whatever it says (WHATWG).
-        return "utf-8" if codec.startswith("utf-16") else codec
-    if not body:
-        return None
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(body, final=False)  # a cut last char is fine
-    except UnicodeDecodeError:
-        guess = from_bytes(body[:_DETECT_BYTES]).best()
-        return None if guess is None else _codec(guess.encoding)
-    return "utf-8"
-
-
-def _declared_charset(content_type: str | None) -> str | None:
-    match = _CHARSET_PARAM.search(content_type or "")
-    return None if match is None else _codec(match.group(1))
-
-
-def _codec(label: str) -> str | None:
-    """Python's canonical name for a charset label, with browsers' substitutions; None if unknown."""
-    label = label.strip().lower()
-    try:
-        name = codecs.lookup(_LABEL_ALIASES.get(label, label)).name
-        b"\0".decode(name, "ignore")  # refuses codecs that are not text encodings (base64, rot13, idna)
-    except (LookupError, UnicodeError):
-        return None
-    return _BROWSER_CODECS.get(name, name)

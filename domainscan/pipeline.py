@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import islice
 from typing import TYPE_CHECKING
 
 from domainscan.config import Settings
@@ -132,8 +131,21 @@ def _describe_response(result: ScanResult, fetched: Fetched) -> None:
 
 
 def _chunks(items: Iterable[Target | InvalidInput], size: int) -> Iterator[list[Target | InvalidInput]]:
+    """Lists of up to `size` items; when reading fails, what was read before is still yielded first."""
     it = iter(items)
-    while chunk := list(islice(it, size)):
+    while True:
+        chunk: list[Target | InvalidInput] = []
+        try:
+            for item in it:
+                chunk.append(item)
+                if len(chunk) == size:
+                    break
+        except Exception:
+            if chunk:
+                yield chunk
+            raise
+        if not chunk:
+            return
         yield chunk
 
 
@@ -222,6 +234,7 @@ class Pipeline:
         self._stop_signal: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._batch_id: int | None = None
+        self._failure: BaseException | None = None
 
     @property
     def stopping(self) -> bool:
@@ -255,8 +268,12 @@ class Pipeline:
             if self._stop_signal is not None:  # a signal arrived before the tasks existed
                 for task in self._tasks:
                     task.cancel()
+            for worker in workers:
+                worker.add_done_callback(self._on_worker_done)
             await asyncio.wait([admitter])
-            if not admitter.cancelled() and admitter.exception() is None:
+            failure = None if admitter.cancelled() else admitter.exception()
+            if not admitter.cancelled():
+                # Admitted inputs are finished even when reading the rest failed (an unreadable file).
                 for _ in workers:
                     await queue.put(None)
             await asyncio.wait(workers)
@@ -264,20 +281,28 @@ class Pipeline:
             await recorder.close()
             await recorder_task
             await recorder.flush()
-            for task in (admitter, *workers):
-                if not task.cancelled() and (exc := task.exception()) is not None:
-                    raise exc
+            failure = failure or self._failure
         report.elapsed_s = time.monotonic() - started
         report.signal = self._stop_signal
-        report.status = "interrupted" if self._stop_signal is not None else "complete"
-        if report.storage_error is not None and report.status == "complete":
+        if failure is not None or report.storage_error is not None:
             report.status = "failed"
+        else:
+            report.status = "interrupted" if self._stop_signal is not None else "complete"
         if repo is not None and batch_id is not None and report.storage_error is None:
             try:
                 await repo.finish_batch(settings.tenant, batch_id, report.status)
             except StorageError as exc:
                 report.storage_error = exc
+        if failure is not None:
+            raise failure
         return report
+
+    def _on_worker_done(self, task: asyncio.Task[None]) -> None:
+        """A worker that died of a bug stops the batch (never silently): the error is raised at the end."""
+        if not task.cancelled() and (exc := task.exception()) is not None and self._failure is None:
+            self._failure = exc
+            for other in self._tasks:
+                other.cancel()
 
     async def _admit(
         self,

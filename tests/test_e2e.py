@@ -1,6 +1,9 @@
 """End to end: the installed `domainscan` command against the webfarm's real nginx-served sites.
 
-Checks what a user sees (records, exit codes, the summary) and what they find stored afterwards.
+Checks what a user sees (records, exit codes, the summary) and what they find stored afterwards. The
+full-batch tests run once per database backend (SQLite, PostgreSQL direct, PostgreSQL through PgBouncer;
+see ``conftest.py``): scans inside the farm reach PostgreSQL through its Unix socket, the read commands
+and the row checks run here over TCP.
 """
 
 from __future__ import annotations
@@ -11,10 +14,15 @@ from typing import Any
 
 import pytest
 from farm import (
+    FARM_NET,
+    MISSING_SCHEMA,
+    as_json,
     build_farm,
+    db_rows,
     records,
     run_domainscan,
     score,
+    shared_database,
     sqlite_rows,
     unavailable,
     webfarm_missing,
@@ -39,13 +47,15 @@ def expected(farm: Path) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def full_batch(farm: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One scan of the whole farm, shared by the tests that inspect its output and its database."""
+def full_batch(farm: Path, database_server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One scan of the whole farm, shared by the tests that inspect its output and its database;
+    once per backend, each in a database of its own."""
     work = tmp_path_factory.mktemp("batch")
-    db = work / "scan.db"
+    url, farm_url = shared_database(database_server)
     proc = run_domainscan(
         farm,
         "scan",
+        *FARM_NET,
         "--file",
         str(farm / "domains.txt"),
         "--format",
@@ -53,13 +63,13 @@ def full_batch(farm: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         "--tenant",
         "acme",
         "--database-url",
-        f"sqlite:///{db}",
+        farm_url,
         "--timeout",
         "10",
     )
     out = work / "out.jsonl"
     out.write_text(proc.stdout)
-    return {"proc": proc, "db": db, "out": out, "records": records(proc.stdout)}
+    return {"proc": proc, "url": url, "farm_url": farm_url, "out": out, "records": records(proc.stdout)}
 
 
 def test_batch_scores_on_every_field(farm: Path, full_batch: dict[str, Any]) -> None:
@@ -80,40 +90,42 @@ def test_batch_exit_code_and_summary(full_batch: dict[str, Any], expected: dict[
 
 
 def test_batch_is_stored_once_per_domain(full_batch: dict[str, Any]) -> None:
-    db, recs = full_batch["db"], full_batch["records"]
+    url, recs = full_batch["url"], full_batch["records"]
     assert len(recs) == SITES
     assert len({r["domain"] for r in recs}) == SITES
     (batch_id,) = {r["batch_id"] for r in recs}
-    assert sqlite_rows(db, "select count(*), count(distinct domain) from domains where tenant='acme'") == [
+    assert db_rows(url, "select count(*), count(distinct domain) from domains where tenant = 'acme'") == [
         (SITES, SITES)
     ]
-    assert sqlite_rows(db, "select count(*) from jobs where batch_id=?", batch_id) == [(SITES,)]
+    assert db_rows(url, "select count(*) from jobs where batch_id = :b", b=batch_id) == [(SITES,)]
     ok = sum(r["status"] == "ok" for r in recs)
-    assert sqlite_rows(db, "select status, total, ok, failed, invalid from batches where id=?", batch_id) == [
-        ("complete", SITES, ok, SITES - ok, 0)
-    ]
+    assert db_rows(
+        url, "select status, total, ok, failed, invalid from batches where id = :b", b=batch_id
+    ) == [("complete", SITES, ok, SITES - ok, 0)]
     states = dict(
-        sqlite_rows(db, "select status, count(*) from jobs where batch_id=? group by status", batch_id)
+        db_rows(url, "select status, count(*) from jobs where batch_id = :b group by status", b=batch_id)
     )
     assert states == {"succeeded": ok, "failed": SITES - ok}
     # every job row carries the record the user saw
-    stored = dict(
-        sqlite_rows(db, "select id, json_extract(result, '$.title') from jobs where batch_id=?", batch_id)
-    )
-    assert all(stored[r["job_id"]] == r["title"] for r in recs)
+    stored = {
+        job_id: as_json(result)
+        for job_id, result in db_rows(url, "select id, result from jobs where batch_id = :b", b=batch_id)
+    }
+    assert all(stored[r["job_id"]] == r for r in recs)
 
 
 def test_rerun_adds_a_batch_and_jobs_but_no_domain(farm: Path, full_batch: dict[str, Any]) -> None:
-    db = full_batch["db"]
+    url = full_batch["url"]
     domains = (farm / "domains.txt").read_text().splitlines()[:40]
     proc = run_domainscan(
         farm,
         "scan",
+        *FARM_NET,
         *domains,
         "--tenant",
         "acme",
         "--database-url",
-        f"sqlite:///{db}",
+        full_batch["farm_url"],
         "--format",
         "jsonl",
         "--fail-on",
@@ -122,10 +134,28 @@ def test_rerun_adds_a_batch_and_jobs_but_no_domain(farm: Path, full_batch: dict[
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # --quiet: no summary
-    assert sqlite_rows(db, "select count(*) from domains where tenant='acme'") == [(SITES,)]
-    assert sqlite_rows(db, "select count(*) from batches where tenant='acme'") == [(2,)]
-    assert sqlite_rows(db, "select count(*) from jobs where tenant='acme'") == [(SITES + 40,)]
-    assert sqlite_rows(db, "select max(scans) from domains where tenant='acme'") == [(2,)]
+    assert db_rows(url, "select count(*) from domains where tenant = 'acme'") == [(SITES,)]
+    assert db_rows(url, "select count(*) from batches where tenant = 'acme'") == [(2,)]
+    assert db_rows(url, "select count(*) from jobs where tenant = 'acme'") == [(SITES + 40,)]
+    assert db_rows(url, "select max(scans) from domains where tenant = 'acme'") == [(2,)]
+
+
+def test_a_shared_database_needs_db_upgrade_first(database_server: Any) -> None:
+    url = database_server.new_url()
+    if url.startswith("sqlite"):  # a SQLite file gets its schema on first use
+        fresh = run_domainscan(None, "domains", "list", "--database-url", url, "--format", "json")
+        assert (fresh.returncode, fresh.stdout.strip()) == (0, "[]"), fresh.stderr
+        return
+    # It stops before any fetch, so no farm is needed to show it.
+    first = run_domainscan(None, "scan", "example.test", "--database-url", url, "--format", "jsonl")
+    assert first.returncode == 3, first.stderr
+    assert MISSING_SCHEMA in first.stderr
+    assert first.stdout == ""
+    upgrade = run_domainscan(None, "db", "upgrade", "--database-url", url)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert "is at schema revision" in upgrade.stderr
+    listed = run_domainscan(None, "domains", "list", "--database-url", url, "--format", "json")
+    assert (listed.returncode, listed.stdout.strip()) == (0, "[]"), listed.stderr
 
 
 def test_messy_input_file_stdin_and_csv(
@@ -142,6 +172,7 @@ def test_messy_input_file_stdin_and_csv(
     proc = run_domainscan(
         farm,
         "scan",
+        *FARM_NET,
         "--file",
         "-",
         "--file",
@@ -168,7 +199,7 @@ def test_messy_input_file_stdin_and_csv(
 def test_one_domain_as_a_table(farm: Path, tmp_path: Path, expected: dict[str, dict[str, Any]]) -> None:
     domain, exp = next((d, r) for d, r in expected.items() if r["status"] == "ok" and r.get("emails"))
     proc = run_domainscan(
-        farm, "scan", domain, "--format", "table", "--database-url", f"sqlite:///{tmp_path}/t.db"
+        farm, "scan", *FARM_NET, domain, "--format", "table", "--database-url", f"sqlite:///{tmp_path}/t.db"
     )
     assert proc.returncode == 0, proc.stderr
     assert exp["title"] in proc.stdout
@@ -180,12 +211,14 @@ def test_no_store_is_a_smoke_check(farm: Path, tmp_path: Path, expected: dict[st
     bad_domain = next(d for d, r in expected.items() if r["status"] == "error")
     db = tmp_path / "never.db"
     env = {"DOMAINSCAN_DATABASE_URL": f"sqlite:///{db}"}
-    good = run_domainscan(farm, "scan", ok_domain, "--no-store", "--format", "jsonl", env=env)
+    good = run_domainscan(farm, "scan", *FARM_NET, ok_domain, "--no-store", "--format", "jsonl", env=env)
     assert good.returncode == 0, good.stderr
     assert records(good.stdout)[0]["job_id"] is None
-    bad = run_domainscan(farm, "scan", ok_domain, bad_domain, "--no-store", "--format", "jsonl", env=env)
+    bad = run_domainscan(
+        farm, "scan", *FARM_NET, ok_domain, bad_domain, "--no-store", "--format", "jsonl", env=env
+    )
     assert bad.returncode == 1
-    never = run_domainscan(farm, "scan", bad_domain, "--no-store", "--fail-on", "never", env=env)
+    never = run_domainscan(farm, "scan", *FARM_NET, bad_domain, "--no-store", "--fail-on", "never", env=env)
     assert never.returncode == 0
     assert not db.exists()
 
@@ -193,7 +226,9 @@ def test_no_store_is_a_smoke_check(farm: Path, tmp_path: Path, expected: dict[st
 def test_embedded_default_database(farm: Path, tmp_path: Path, expected: dict[str, dict[str, Any]]) -> None:
     ok_domain = next(d for d, r in expected.items() if r["status"] == "ok")
     env = {"XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path)}
-    proc = run_domainscan(farm, "scan", ok_domain, "--tenant", "acme", "--format", "jsonl", env=env)
+    proc = run_domainscan(
+        farm, "scan", *FARM_NET, ok_domain, "--tenant", "acme", "--format", "jsonl", env=env
+    )
     assert proc.returncode == 0, proc.stderr
     db = tmp_path / "data" / "domainscan" / "domainscan.db"
     assert sqlite_rows(db, "select domain, status from domains") == [(ok_domain, "ok")]
@@ -205,7 +240,7 @@ def test_embedded_default_database(farm: Path, tmp_path: Path, expected: dict[st
 
 
 def test_read_commands(full_batch: dict[str, Any]) -> None:
-    url = f"sqlite:///{full_batch['db']}"
+    url = full_batch["url"]
     recs = full_batch["records"]
     listed = run_domainscan(
         None, "domains", "list", "--tenant", "acme", "--database-url", url, "--format", "jsonl"

@@ -30,6 +30,7 @@ from domainscan.config import Settings
 from domainscan.errors import ErrorKind, FetchError
 from domainscan.fetch import ACCEPT, Fetcher
 from domainscan.models import Fetched, Target
+from domainscan.netpolicy import AddressPolicy, parse_networks
 
 PAGE = b"<!DOCTYPE html><html><head><title>Hello</title></head><body>hi</body></html>"
 HTML = {"content-type": "text/html; charset=utf-8"}
@@ -42,8 +43,16 @@ def target(domain: str = "example.com") -> Target:
     return Target(domain=domain, host=host, port=int(port) if port else None, input=domain)
 
 
+LOOPBACK_ALLOWED = AddressPolicy(parse_networks(["127.0.0.0/8"]))  # the local test servers live there
+
+
 def settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"store": False, "timeout": 5.0, "user_agent": "domainscan-test/1"}
+    values: dict[str, Any] = {
+        "store": False,
+        "timeout": 5.0,
+        "user_agent": "domainscan-test/1",
+        "address_policy": LOOPBACK_ALLOWED,
+    }
     values.update(overrides)
     return Settings(**values)
 
@@ -458,14 +467,14 @@ RUSSIAN = (
     ("content_type", "body", "encoding"),
     [
         ("text/html; charset=windows-1251", b"<html>", "cp1251"),
-        ('text/html; charset="Shift_JIS"', b"<html>", "shift_jis"),
+        ('text/html; charset="Shift_JIS"', b"<html>", "cp932"),  # windows-31j, as browsers decode it
         ("text/html; charset=iso-8859-1", b"<html>", "cp1252"),  # as browsers do
         ("text/html; charset=no-such-codec", b"<html><meta charset=koi8-r>", "koi8-r"),
         ("text/html; charset=base64", b"<html>", "utf-8"),  # not a text encoding: ignored
         ("text/html", codecs.BOM_UTF8 + "<html>é".encode(), "utf-8"),
         ("text/html; charset=iso-8859-1", codecs.BOM_UTF8 + b"<html>", "utf-8"),  # a BOM wins
         ("text/html", "<html>é".encode("utf-16"), "utf-16"),
-        ("text/html", b"<html><head><meta charset='Shift_JIS'>", "shift_jis"),
+        ("text/html", b"<html><head><meta charset='Shift_JIS'>", "cp932"),
         (
             "text/html",
             b'<html><head><META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=windows-1251">',
@@ -761,3 +770,90 @@ async def test_a_corrupt_gzip_body_keeps_what_decoded() -> None:
     fetched = await fetch(handler)
     assert fetched.truncated
     assert fetched.body.startswith(b"<html><body>00010203")
+
+
+# --- the address policy -----------------------------------------------------------------------------
+
+
+async def test_redirect_to_cloud_metadata_is_blocked_before_any_request() -> None:
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(302, headers={"location": "http://169.254.169.254/latest/meta-data/"})
+
+    error = await fetch_error(handler, address_policy=AddressPolicy())
+    assert error.kind is ErrorKind.BLOCKED
+    assert str(error) == (
+        "blocked: 169.254.169.254 is a link-local address (cloud metadata services live here); "
+        "use --allow-net to scan it"
+    )
+    assert seen == ["https://example.com/"]  # the trap was never asked
+    assert error.redirects == ("https://example.com/",)
+
+
+@pytest.mark.parametrize("location", ["http://[::ffff:10.0.0.1]/", "http://127.1.2.3:8080/", "http://[::1]/"])
+async def test_redirects_to_ip_literals_are_checked(location: str) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "example.com":
+            return httpx.Response(301, headers={"location": location})
+        return httpx.Response(200, headers=HTML, content=b"<title>secret</title>")
+
+    error = await fetch_error(handler, address_policy=AddressPolicy())
+    assert error.kind is ErrorKind.BLOCKED
+
+
+async def test_allow_net_opens_a_range() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "example.com":
+            return httpx.Response(301, headers={"location": "http://10.1.2.3/"})
+        return httpx.Response(200, headers=HTML, content=b"<title>intranet</title>")
+
+    page = await fetch(handler, address_policy=AddressPolicy(parse_networks(["10.0.0.0/8"])))
+    assert page.url == "http://10.1.2.3/"
+
+
+async def test_a_name_resolving_to_loopback_is_blocked_on_the_real_transport() -> None:
+    async with LocalServer(serve_page) as server:
+        error, _ = await fetch_real_error(f"localhost:{server.port}", address_policy=AddressPolicy())
+    assert error.kind is ErrorKind.BLOCKED
+    assert "127.0.0.1 is a loopback address" in str(error)
+    assert str(error).startswith("blocked: localhost: ")
+
+
+class _FixedResolver:
+    """Stands in for the system resolver: answers every name with the given addresses."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, Any]]:
+        return [
+            {"hostname": host, "host": a, "port": port, "family": family, "proto": 0, "flags": 0}
+            for a in self.addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("addresses", "allowed"),
+    [
+        (("93.184.216.34", "10.0.0.1"), ["93.184.216.34"]),  # a mixed answer keeps only the public one
+        (("127.0.0.1",), None),  # a rebinding answer: nothing public left
+        (("::ffff:169.254.169.254", "fe80::1"), None),
+    ],
+)
+async def test_the_resolver_drops_refused_addresses(
+    addresses: tuple[str, ...], allowed: list[str] | None
+) -> None:
+    from domainscan.fetch import _Blocked, _PolicyResolver
+
+    resolver = _PolicyResolver(AddressPolicy())
+    resolver._resolver = _FixedResolver(*addresses)  # type: ignore[assignment]
+    if allowed is None:
+        with pytest.raises(_Blocked, match=r"^rebind\.test: "):
+            await resolver.resolve("rebind.test", 80)
+    else:
+        assert [r["host"] for r in await resolver.resolve("rebind.test", 80)] == allowed

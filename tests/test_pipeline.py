@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+
+import pytest
 
 from domainscan.config import Settings
 from domainscan.errors import ErrorKind, FetchError
@@ -194,3 +197,36 @@ async def test_results_are_stored_before_they_are_emitted(tmp_path: Path) -> Non
         assert counts == {"succeeded": 25, "failed": 1}
     finally:
         await repo.close()
+
+
+async def test_an_unreadable_input_finishes_what_was_admitted_then_fails_the_batch() -> None:
+    from domainscan.errors import InputError
+
+    def items() -> Iterator[Target | InvalidInput]:
+        yield target("a.example")
+        yield target("b.example")
+        raise InputError("bad.bin looks binary, not a list of domains")
+
+    results: list[ScanResult] = []
+    pipeline = Pipeline(
+        Settings(concurrency=2, timeout=5), repo=None, sink=results.append, fetcher=FakeFetcher()
+    )  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="looks binary"):
+        await asyncio.wait_for(pipeline.run(items(), source="test"), 5)
+    assert sorted(r.domain or "" for r in results) == ["a.example", "b.example"]
+    assert all(r.ok for r in results)
+
+
+async def test_a_bug_in_a_worker_stops_the_batch_loudly() -> None:
+    class Buggy(FakeFetcher):
+        async def fetch(self, t: Target) -> Fetched:
+            if t.domain == "bug.example":
+                raise RuntimeError("boom")
+            return await super().fetch(t)
+
+    pipeline = Pipeline(
+        Settings(concurrency=2, timeout=5), repo=None, sink=lambda r: None, fetcher=Buggy(delay=0.05)
+    )  # type: ignore[arg-type]
+    items = [target(f"s{i}.example") for i in range(20)] + [target("bug.example")]
+    with pytest.raises(RuntimeError, match="boom"):
+        await asyncio.wait_for(pipeline.run(items, source="test"), 5)

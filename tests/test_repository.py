@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shlex
 import socket
 import subprocess
 import sys
@@ -13,13 +14,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from domainscan.db import HEAD, Repository, open_repository, redact, upgrade_database
 from domainscan.db import repository as repository_module
 from domainscan.db.engine import create_engine
 from domainscan.db.migrate import VERSION_TABLE
-from domainscan.db.tables import jobs, metadata
+from domainscan.db.tables import domains, jobs, metadata
 from domainscan.db.urls import to_async_url
 from domainscan.errors import ErrorKind, SchemaError, StorageError
 from domainscan.models import RECORD_FIELDS, InvalidInput, PageFacts, ScanResult, Target
@@ -218,9 +220,18 @@ async def test_sqlite_creates_the_directory_and_sets_up_each_connection(tmp_path
 
 async def test_missing_schema_raises_schema_error_with_the_command(database_server: Any) -> None:
     url = database_server.new_url()
+    if database_server.name != "sqlite":  # a query with '&', as in a socket URL: the hint must quote it
+        url += "?connect_timeout=5&application_name=domainscan"
     hint = "database schema is missing; run: domainscan db upgrade --database-url"
-    with pytest.raises(SchemaError, match=hint):
+    with pytest.raises(SchemaError, match=hint) as caught:
         await open_repository(url)
+    # As a shell reads it: an unquoted '&' would end the command there.
+    words = shlex.shlex(str(caught.value).split("run: ", 1)[1], posix=True, punctuation_chars=True)
+    words.whitespace_split = True
+    command = list(words)
+    assert command[:4] == ["domainscan", "db", "upgrade", "--database-url"]
+    assert len(command) == 5
+    assert make_url(command[4]) == make_url(url)  # pasted into a shell, it names the same database
 
 
 async def test_upgrade_creates_the_schema_once_even_concurrently(database_server: Any) -> None:
@@ -597,3 +608,39 @@ async def test_the_database_going_away_is_a_storage_error(database_server: Any, 
     finally:
         await engine.dispose()
         await repository.close()
+
+
+async def test_admitting_and_finishing_one_batch_at_once_do_not_deadlock(
+    repo: Repository, tenant: str, database_url: str
+) -> None:
+    """The pipeline registers later inputs (add_jobs) while it stores earlier results (finish_jobs).
+    A repeated domain makes add_jobs lock that domain and then wait on its job row, which finish_jobs
+    has just updated: finish_jobs must not then wait for the domain (locks in one order: domains first).
+    A third transaction holding another domain lines the two up that way on PostgreSQL."""
+    batch_id = await repo.start_batch(tenant, "args", {})
+    ids = new_jobs(await repo.add_jobs(tenant, batch_id, [target("a.com"), target("b.com")]))
+    await repo.mark_running(tenant, ids)
+    blocker = create_engine(database_url)
+    try:
+        async with blocker.begin() as conn:
+            await conn.execute(  # hold a.com, the first domain finish_jobs wants
+                update(domains).where(domains.c.tenant == tenant, domains.c.domain == "a.com").values(scans=0)
+            )
+            finishing = asyncio.create_task(
+                repo.finish_jobs(
+                    tenant,
+                    batch_id,
+                    [result(tenant, batch_id, ids[0], "a.com"), result(tenant, batch_id, ids[1], "b.com")],
+                )
+            )
+            await asyncio.sleep(0.3)
+            admitting = asyncio.create_task(repo.add_jobs(tenant, batch_id, [target("b.com")]))
+            await asyncio.sleep(0.3)
+        outcomes = await asyncio.wait_for(asyncio.gather(finishing, admitting, return_exceptions=True), 60)
+    finally:
+        await blocker.dispose()
+    assert outcomes == [None, [None]]
+    assert await repo.job_counts(tenant, batch_id) == {"succeeded": 2}
+    batch = await repo.get_batch(tenant, batch_id)
+    assert batch is not None
+    assert (batch.total, batch.ok, batch.duplicates) == (2, 2, 1)

@@ -34,6 +34,10 @@ from domainscan.db.urls import SQLITE_DRIVER, display, to_async_url
 from domainscan.errors import StorageError
 
 APPLICATION_NAME = "domainscan"
+# psycopg's prepare_threshold: None never prepares server-side, which transaction poolers require.
+# A module constant rather than an option, so that the pooler test's negative control can set 0 and
+# show that the test catches the fault; no user should ever want another value.
+PREPARE_THRESHOLD: int | None = None
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _READ_ONLY = "domainscan_read_only"  # execution option: a transaction that never writes
 
@@ -56,7 +60,7 @@ def read_only(engine: AsyncEngine) -> AsyncEngine:
 
 
 def _postgres_engine(target: URL, *, pool_size: int, connect_timeout: float) -> AsyncEngine:
-    connect_args: dict[str, Any] = {"prepare_threshold": None}
+    connect_args: dict[str, Any] = {"prepare_threshold": PREPARE_THRESHOLD}
     if "application_name" not in target.query:
         connect_args["application_name"] = APPLICATION_NAME
     if "connect_timeout" not in target.query:

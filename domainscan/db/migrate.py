@@ -15,6 +15,7 @@ and checking the revision is one SELECT.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from sqlalchemy import column, inspect, select, table, text
@@ -54,16 +55,17 @@ async def check_schema(engine: AsyncEngine) -> None:
     if revision == HEAD:
         return
     where = display(engine.url)
+    # Quoted for a shell: a socket URL's query (?host=/run/postgresql&port=6432) holds a '&'.
+    command = f"domainscan db upgrade --database-url {shlex.quote(where)}"
     if revision is None:
-        raise SchemaError(f"database schema is missing; run: domainscan db upgrade --database-url {where}")
+        raise SchemaError(f"database schema is missing; run: {command}")
     if not _is_known(revision):
         raise SchemaError(
             f"database schema at {where} is at revision {revision}, newer than this domainscan "
             f"(which needs {HEAD}); upgrade domainscan"
         )
     raise SchemaError(
-        f"database schema at {where} is at revision {revision}, this domainscan needs {HEAD}; "
-        f"run: domainscan db upgrade --database-url {where}"
+        f"database schema at {where} is at revision {revision}, this domainscan needs {HEAD}; run: {command}"
     )
 
 

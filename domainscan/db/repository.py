@@ -10,8 +10,10 @@ Concurrency, because several domainscan processes may write one database:
 * Get-or-create of a domain is one ``INSERT ... ON CONFLICT (tenant, domain) DO UPDATE ... RETURNING``
   (a no-op update, so existing rows come back too): two processes adding the same new domain both get
   the one row, with no SELECT-then-INSERT window and no IntegrityError to retry.
-* Writers lock rows in one order: domains sorted by name, the batch row last. Two transactions that
-  touch the same rows then queue behind each other instead of deadlocking.
+* Writers lock rows in one order: domains sorted by name, then jobs, the batch row last. Two
+  transactions that touch the same rows then queue behind each other instead of deadlocking. (add_jobs
+  waits on a job row while it holds domains: its insert checks the batch's existing jobs for conflicts.
+  A process admits later inputs while it finishes earlier ones, so this order matters even within one.)
 * A domain's latest facts are only replaced by a scan that is not older than the stored one (a guard on
   ``last_scanned_at``): two batches may scan a domain at the same time and finish in either order.
 
@@ -163,19 +165,21 @@ class Repository:
         invalid = sum(r.error_kind == ErrorKind.INVALID_DOMAIN for r in results)
         ok = sum(r.ok for r in results)
         async with self._write() as conn:
-            finished = await conn.execute(
-                _FINISH_JOB.where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id),
-                [_finish_params(r, now) for r in sorted(results, key=lambda r: r.job_id or 0)],
-            )
-            if finished.rowcount != len(results):
-                raise StorageError(
-                    f"{len(results) - finished.rowcount} of {len(results)} results name jobs that are "
-                    f"not in batch {batch_id} of tenant {tenant!r}; nothing was stored"
-                )
+            # Domains before jobs (see the module docstring): add_jobs holds domain rows while it checks
+            # for the batch's existing job rows, so taking a job row first and a domain second deadlocks.
             if scanned:
                 params = [_domain_params(r) for r in scanned]
                 await conn.execute(_COUNT_SCAN.where(domains.c.tenant == tenant), params)
                 await conn.execute(_LATEST_FACTS.where(domains.c.tenant == tenant), params)
+            finished = await conn.execute(
+                _FINISH_JOB.where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id),
+                [_finish_params(r, now) for r in sorted(results, key=lambda r: r.job_id or 0)],
+            )
+            if finished.rowcount != len(results):  # raising rolls the domain updates back too
+                raise StorageError(
+                    f"{len(results) - finished.rowcount} of {len(results)} results name jobs that are "
+                    f"not in batch {batch_id} of tenant {tenant!r}; nothing was stored"
+                )
             await _bump_batch(
                 conn, tenant, batch_id, ok=ok, invalid=invalid, failed=len(results) - ok - invalid
             )
