@@ -14,6 +14,7 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from enum import IntEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -35,7 +36,9 @@ from domainscan.report import Environment, make_writer, resolve_format, summary_
 
 if TYPE_CHECKING:
     from domainscan.db import Repository
-    from domainscan.pipeline import BatchReport
+    from domainscan.models import BatchReport, ScanResult
+
+    ResultSink = Callable[[ScanResult], None]
 
 T = TypeVar("T")
 
@@ -62,10 +65,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Create or update the database schema.", no_args_is_help=True)
 domains_app = typer.Typer(help="Read back the domains stored for a tenant.", no_args_is_help=True)
-batches_app = typer.Typer(help="Read back the batches run for a tenant.", no_args_is_help=True)
+batches_app = typer.Typer(help="Read back, or resume, the batches run for a tenant.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Read back the jobs (one per input) of a tenant's batches.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(domains_app, name="domains")
 app.add_typer(batches_app, name="batches")
+app.add_typer(jobs_app, name="jobs")
 
 TenantOption = Annotated[
     str,
@@ -110,6 +115,14 @@ PoolOption = Annotated[
         "operation, which is right behind PgBouncer or Supavisor, where the pooler pools.",
     ),
 ]
+FailOnOption = Annotated[
+    FailOn,
+    typer.Option(
+        envvar="DOMAINSCAN_FAIL_ON",
+        help="'error': exit 1 when any domain failed; 'never': exit 0 unless the run itself failed.",
+    ),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")]
 
 
@@ -266,29 +279,28 @@ def scan(
         ),
     ] = None,
     output_format: FormatOption = None,
-    fail_on: Annotated[
-        FailOn,
+    fail_on: FailOnOption = FailOn.ERROR,
+    resume: Annotated[
+        int | None,
         typer.Option(
-            envvar="DOMAINSCAN_FAIL_ON",
-            help="'error': exit 1 when any domain failed; 'never': exit 0 unless the run itself failed.",
+            "--resume",
+            metavar="BATCH_ID",
+            show_default=False,
+            help="Finish an interrupted batch: scan its stored inputs that have no outcome yet, with the "
+            "options it was started with.",
         ),
-    ] = FailOn.ERROR,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")
-    ] = False,
+    ] = None,
+    quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Scan domains given as arguments, in files, or on standard input (--file -)."""
     env = Environment()
     with _guard(env, debug):
-        if not domains and not file:
+        if not domains and not file and resume is None:
             raise UsageError("nothing to scan: give domains as arguments or --file PATH ('-' for stdin)")
         from domainscan.inputs import check_sources, iter_inputs
-        from domainscan.netpolicy import AddressPolicy, parse_networks
 
-        files = list(file or [])
-        check_sources(files)
-        settings = Settings(
+        settings = Settings.for_scan(
             tenant=tenant,
             database_url=database_url,
             store=not no_store,
@@ -297,42 +309,78 @@ def scan(
             timeout=timeout,
             max_bytes=max_bytes,
             user_agent=user_agent,
-            phone_region=phone_region.upper() if phone_region else None,
+            phone_region=phone_region,
+            allow_net=list(allow_net or []),
             debug=debug,
-            address_policy=AddressPolicy(parse_networks(allow_net or [])),
-            options={
-                "concurrency": concurrency,
-                "timeout": timeout,
-                "max_bytes": max_bytes,
-                "user_agent": user_agent,
-                "phone_region": phone_region,
-                "allow_net": list(allow_net or []),
-            },
         )
-        items = iter_inputs(list(domains or []), files, env.stdin)
-        source = ", ".join((["arguments"] if domains else []) + ["stdin" if f == "-" else f for f in files])
-        report = _scan(settings, env, items, source, resolve_format(output_format, env), quiet=quiet)
-        raise typer.Exit(int(_exit_status(report, fail_on, env)))
+        fmt = resolve_format(output_format, env)
+        if resume is not None:
+            if domains or file or no_store:
+                raise UsageError("--resume takes no domains, no --file and no --no-store: the batch has them")
+            report = _resume(settings, env, resume, fmt, quiet=quiet)
+        else:
+            files = list(file or [])
+            check_sources(files)
+            items = iter_inputs(list(domains or []), files, env.stdin)
+            source = ", ".join(
+                (["arguments"] if domains else []) + ["stdin" if f == "-" else f for f in files]
+            )
+            report = _scan(settings, env, items, source, fmt, quiet=quiet)
+        raise typer.Exit(int(_exit_status(report, fail_on, env, settings)))
 
 
 def _scan(
     settings: Settings, env: Environment, items: Any, source: str, fmt: OutputFormat, *, quiet: bool
 ) -> BatchReport:
     from domainscan.pipeline import run_batch
+
+    async def start(repo: Repository | None, sink: ResultSink) -> BatchReport:
+        return await run_batch(settings, items, source=source, repo=repo, sink=sink)
+
+    return _drive(settings, env, fmt, start, quiet=quiet)
+
+
+def _resume(
+    settings: Settings, env: Environment, batch_id: int, fmt: OutputFormat, *, quiet: bool
+) -> BatchReport:
+    from domainscan.pipeline import resume_batch
+
+    async def start(repo: Repository | None, sink: ResultSink) -> BatchReport:
+        assert repo is not None
+        stored = await repo.get_batch(settings.tenant, batch_id)
+        if stored is None:
+            raise UsageError(f"no batch {batch_id} for tenant {settings.tenant}")
+        info, report = await resume_batch(settings.for_batch(stored.options), batch_id, repo=repo, sink=sink)
+        if info.status == "complete" and not quiet:
+            print(f"batch {batch_id} is already complete: nothing to resume", file=env.stderr)
+        return report
+
+    return _drive(settings, env, fmt, start, quiet=quiet)
+
+
+def _drive(
+    settings: Settings,
+    env: Environment,
+    fmt: OutputFormat,
+    start: Callable[[Repository | None, ResultSink], Awaitable[BatchReport]],
+    *,
+    quiet: bool,
+) -> BatchReport:
+    """Output, progress and the repository around one run of the pipeline."""
     from domainscan.report import BatchProgress
 
     writer = make_writer(fmt, env)
     with BatchProgress(env, enabled=not quiet) as progress:
 
-        def sink(result: Any) -> None:
+        def sink(result: ScanResult) -> None:
             writer.write(result.to_record())
             progress.advance(result.ok)
 
         async def go() -> BatchReport:
             if not settings.store:
-                return await run_batch(settings, items, source=source, repo=None, sink=sink)
+                return await start(None, sink)
             async with _repository(settings.database_url, settings.db_pool_size) as repo:
-                return await run_batch(settings, items, source=source, repo=repo, sink=sink)
+                return await start(repo, sink)
 
         try:
             report = asyncio.run(go())
@@ -343,13 +391,23 @@ def _scan(
     return report
 
 
-def _exit_status(report: BatchReport, fail_on: FailOn, env: Environment) -> ExitStatus:
+def _exit_status(report: BatchReport, fail_on: FailOn, env: Environment, settings: Settings) -> ExitStatus:
+    resume = f"domainscan scan --resume {report.batch_id} --tenant {settings.tenant}"
+    if settings.database_url is not None:
+        resume += " --database-url URL"
     if report.storage_error is not None:
-        env.error(f"{report.storage_error}; the records above were written to stdout but not all stored")
+        env.error(f"{report.storage_error}")
+        if report.spool_path is not None:
+            env.error(
+                f"{report.spooled} results could not be stored; they are in {report.spool_path} "
+                f"(load them with: domainscan import {report.spool_path} --tenant {settings.tenant})"
+            )
+        if report.batch_id is not None and report.status != "complete":
+            env.error(f"to finish the batch later: {resume}")
         return ExitStatus.STORAGE
     if report.signal is not None:
         if report.batch_id is not None:
-            env.error(f"interrupted; batch {report.batch_id} is marked interrupted")
+            env.error(f"interrupted; batch {report.batch_id} is marked interrupted; resume with: {resume}")
         return ExitStatus.TERMINATED if report.signal == signal.SIGTERM else ExitStatus.INTERRUPTED
     if fail_on is FailOn.ERROR and (report.failed or report.invalid):
         return ExitStatus.DOMAIN_FAILED
@@ -488,6 +546,94 @@ def batches_show(
         columns = [*BATCH_COLUMNS, "options", "jobs"]
         fmt = resolve_format(output_format, env)
         write_all(make_writer(fmt, env, columns=None if fmt is OutputFormat.TABLE else columns), [row])
+
+
+@batches_app.command("resume")
+def batches_resume(
+    batch_id: Annotated[int, typer.Argument(help="The batch to finish.", metavar="ID")],
+    tenant: TenantOption = DEFAULT_TENANT,
+    database_url: DatabaseUrlOption = None,
+    db_pool_size: PoolOption = 0,
+    output_format: FormatOption = None,
+    fail_on: FailOnOption = FailOn.ERROR,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Finish an interrupted batch (the same as `domainscan scan --resume ID`)."""
+    env = Environment()
+    with _guard(env, debug):
+        settings = Settings(tenant=tenant, database_url=database_url, db_pool_size=db_pool_size, debug=debug)
+        report = _resume(settings, env, batch_id, resolve_format(output_format, env), quiet=quiet)
+        raise typer.Exit(int(_exit_status(report, fail_on, env, settings)))
+
+
+JOB_COLUMNS = [
+    "job_id",
+    "batch_id",
+    "domain",
+    "input",
+    "status",
+    "error_kind",
+    "started_at",
+    "finished_at",
+    "elapsed_ms",
+]
+
+
+@jobs_app.command("list")
+def jobs_list(
+    tenant: TenantOption = DEFAULT_TENANT,
+    database_url: DatabaseUrlOption = None,
+    output_format: FormatOption = None,
+    batch: Annotated[
+        int | None,
+        typer.Option("--batch", metavar="ID", show_default=False, help="Only the jobs of this batch."),
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            metavar="STATUS",
+            show_default=False,
+            help="Only jobs in this state: queued, running, succeeded, failed or cancelled.",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, metavar="N", show_default=False, help="Show at most this many.")
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """List jobs: domain, status, error kind, started, finished and elapsed time, oldest first."""
+    env = Environment()
+    with _guard(env, debug):
+        validate_tenant(tenant)
+        if status not in (None, "queued", "running", "succeeded", "failed", "cancelled"):
+            raise UsageError("--status must be queued, running, succeeded, failed or cancelled")
+        writer = make_writer(resolve_format(output_format, env), env, columns=JOB_COLUMNS)
+
+        async def write_rows(repo: Repository) -> None:
+            async for info in repo.list_jobs(tenant, batch_id=batch, status=status, limit=limit):
+                writer.write(info.to_dict())
+
+        _with_repository(database_url, write_rows)
+        writer.close()
+
+
+@app.command("import")
+def import_spool(
+    spool: Annotated[Path, typer.Argument(help="A spool file printed by an earlier scan.", metavar="SPOOL")],
+    tenant: TenantOption = DEFAULT_TENANT,
+    database_url: DatabaseUrlOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Store the results a scan could not write (its spool file); safe to run more than once."""
+    env = Environment()
+    with _guard(env, debug):
+        validate_tenant(tenant)
+        from domainscan.spool import read_spool
+
+        records = list(read_spool(spool))
+        outcome = _with_repository(database_url, lambda repo: repo.import_records(tenant, records))
+        print(f"{spool}: {outcome}", file=env.stderr)
 
 
 def run() -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from domainscan.errors import UsageError
 from domainscan.netpolicy import AddressPolicy
@@ -93,3 +94,65 @@ class Settings:
 
     def resolved_database_url(self) -> str:
         return self.database_url or default_database_url()
+
+    @classmethod
+    def for_scan(
+        cls,
+        *,
+        tenant: str,
+        database_url: str | None,
+        store: bool,
+        db_pool_size: int,
+        concurrency: int,
+        timeout: float,
+        max_bytes: int,
+        user_agent: str,
+        phone_region: str | None,
+        allow_net: list[str],
+        debug: bool,
+    ) -> Settings:
+        """Settings for a scan, with the scan options recorded on the batch (so a resume can reuse them)."""
+        from domainscan.netpolicy import parse_networks
+
+        options: dict[str, object] = {
+            "concurrency": concurrency,
+            "timeout": timeout,
+            "max_bytes": max_bytes,
+            "user_agent": user_agent,
+            "phone_region": phone_region,
+            "allow_net": list(allow_net),
+        }
+        return cls(
+            tenant=tenant,
+            database_url=database_url,
+            store=store,
+            db_pool_size=db_pool_size,
+            concurrency=concurrency,
+            timeout=timeout,
+            max_bytes=max_bytes,
+            user_agent=user_agent,
+            phone_region=phone_region.upper() if phone_region else None,
+            debug=debug,
+            address_policy=AddressPolicy(parse_networks(allow_net)),
+            options=options,
+        )
+
+    def for_batch(self, options: dict[str, Any]) -> Settings:
+        """These settings with the scan options a stored batch was started with (for --resume)."""
+
+        def pick(key: str, default: Any) -> Any:
+            return options.get(key, default)
+
+        return Settings.for_scan(
+            tenant=self.tenant,
+            database_url=self.database_url,
+            store=self.store,
+            db_pool_size=self.db_pool_size,
+            concurrency=int(pick("concurrency", self.concurrency)),
+            timeout=float(pick("timeout", self.timeout)),
+            max_bytes=int(pick("max_bytes", self.max_bytes)),
+            user_agent=str(pick("user_agent", self.user_agent)),
+            phone_region=pick("phone_region", self.phone_region),
+            allow_net=[str(n) for n in pick("allow_net", [])],
+            debug=self.debug,
+        )

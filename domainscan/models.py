@@ -238,6 +238,8 @@ class BatchInfo:
     duplicates: int
     created_at: str
     finished_at: str | None
+    heartbeat_at: str | None = None  # last sign of life of the process running it
+    stale: bool = False  # running, but no heartbeat for a while: its process is most likely gone
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -253,6 +255,8 @@ class BatchInfo:
             "duplicates": self.duplicates,
             "created_at": self.created_at,
             "finished_at": self.finished_at,
+            "heartbeat_at": self.heartbeat_at,
+            "stale": self.stale,
         }
 
 
@@ -285,3 +289,79 @@ class DomainInfo:
             "last_scanned_at": self.last_scanned_at,
             "scans": self.scans,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A stored job: one input of one batch and what became of it."""
+
+    id: int
+    tenant: str
+    batch_id: int
+    domain: str | None
+    input: str
+    line: int | None
+    source: str | None
+    status: str  # queued | running | succeeded | failed | cancelled
+    error_kind: str | None
+    error: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    elapsed_ms: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.id,
+            "batch_id": self.batch_id,
+            "domain": self.domain,
+            "input": self.input,
+            "line": self.line,
+            "status": self.status,
+            "error_kind": self.error_kind,
+            "error": self.error,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "elapsed_ms": self.elapsed_ms,
+        }
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """What a finished (or stopped) run amounted to; the CLI turns it into a summary and an exit code."""
+
+    batch_id: int | None
+    status: str = "running"  # complete | interrupted | failed, once the run is over
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    invalid: int = 0
+    cancelled: int = 0
+    duplicates: int = 0
+    elapsed_s: float = 0.0
+    signal: int | None = None
+    storage_error: Exception | None = None  # a StorageError that outlived the retries
+    spool_path: str | None = None  # where the records the database refused went
+    spooled: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.total / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ImportCounts:
+    """What ``domainscan import SPOOL`` did with the spooled records.
+
+    `imported`: stored now; `already_stored`: their job had its outcome already (an earlier import, or
+    the write had succeeded after all); `skipped`: nothing to attach them to (no job id, a job that is
+    not in this database, or a record that is not an output record).
+    """
+
+    imported: int = 0
+    already_stored: int = 0
+    skipped: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"imported": self.imported, "already_stored": self.already_stored, "skipped": self.skipped}

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-    from domainscan.pipeline import BatchReport
+    from domainscan.models import BatchReport
 
 TABLE_ROWS = 1000
 

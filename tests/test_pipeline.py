@@ -230,3 +230,50 @@ async def test_a_bug_in_a_worker_stops_the_batch_loudly() -> None:
     items = [target(f"s{i}.example") for i in range(20)] + [target("bug.example")]
     with pytest.raises(RuntimeError, match="boom"):
         await asyncio.wait_for(pipeline.run(items, source="test"), 5)
+
+
+async def test_resume_scans_only_what_has_no_outcome(tmp_path: Path) -> None:
+    from domainscan.db import open_repository
+
+    repo = await open_repository(f"sqlite:///{tmp_path}/r.db", auto_upgrade=True)
+    try:
+        settings = Settings(concurrency=2, timeout=30)
+        first: list[ScanResult] = []
+        four_done = asyncio.Event()
+
+        def sink(result: ScanResult) -> None:
+            first.append(result)
+            if len(first) >= 4:
+                four_done.set()
+
+        slow = FakeFetcher(delay=0.3)
+        pipeline = Pipeline(settings, repo=repo, sink=sink, fetcher=slow)  # type: ignore[arg-type]
+        domains = [f"s{i}.example" for i in range(12)]
+        task = asyncio.create_task(pipeline.run([target(d) for d in domains], source="test"))
+        await asyncio.wait_for(four_done.wait(), 10)
+        pipeline.stop(signal.SIGTERM)
+        report = await task
+        assert report.status == "interrupted"
+        assert report.batch_id is not None
+        batch = await repo.get_batch("default", report.batch_id)
+        assert batch is not None
+        assert batch.status == "interrupted"
+        assert batch.total == 12  # every input was stored before it was scanned
+        done_before = {r.domain for r in first if r.ok}
+
+        second: list[ScanResult] = []
+        again = FakeFetcher(delay=0.01)
+        resumed = Pipeline(settings, repo=repo, sink=second.append, fetcher=again)  # type: ignore[arg-type]
+        info, report2 = await resumed.resume(report.batch_id)
+        assert info.status == "running"
+        assert report2.status == "complete"
+        assert done_before.isdisjoint(again.fetched)  # nothing scanned twice
+        assert done_before | set(again.fetched) == set(domains)
+        assert await repo.job_counts("default", report.batch_id) == {"succeeded": 12}
+        info3, report3 = await Pipeline(settings, repo=repo, sink=second.append, fetcher=again).resume(  # type: ignore[arg-type]
+            report.batch_id
+        )
+        assert info3.status == "complete"
+        assert report3.total == 0
+    finally:
+        await repo.close()

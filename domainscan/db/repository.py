@@ -5,6 +5,15 @@ commits and hands back plain values (dataclasses from ``domainscan.models``, int
 held between calls, so no connection sits idle across a fetch, and behind a transaction pooler no server
 connection is pinned. To keep that cheap, the write methods take whole lists and use bulk statements.
 
+Faults that pass (a dropped connection, a pooler restart or PAUSE, SQLite's lock outlasting its busy
+timeout, a deadlock; see :func:`domainscan.db.errors.is_transient`) are retried with exponential backoff
+and jitter, each attempt in a new connection, for at most RETRY_BUDGET seconds; then StorageError, and the
+caller spools. Nothing else is retried. A retried write must not count twice when the first attempt did
+commit and only its acknowledgement was lost, so every write is idempotent: each call takes its
+timestamp once, before the first attempt, and a retry recognizes the rows that carry it (the jobs it
+created, leased or finished, the batch it started) as its own; finish_jobs changes only jobs that have
+no outcome yet and derives every counter from the rows it actually changed.
+
 Concurrency, because several domainscan processes may write one database:
 
 * Get-or-create of a domain is one ``INSERT ... ON CONFLICT (tenant, domain) DO UPDATE ... RETURNING``
@@ -14,33 +23,78 @@ Concurrency, because several domainscan processes may write one database:
   transactions that touch the same rows then queue behind each other instead of deadlocking. (add_jobs
   waits on a job row while it holds domains: its insert checks the batch's existing jobs for conflicts.
   A process admits later inputs while it finishes earlier ones, so this order matters even within one.)
+  finish_jobs reads its jobs first without locking them and then updates each only if its status is
+  still the one it read (compare-and-set); a job that changed in between makes it start over.
 * A domain's latest facts are only replaced by a scan that is not older than the stored one (a guard on
   ``last_scanned_at``): two batches may scan a domain at the same time and finish in either order.
+* A running job carries a lease (owner, expiry); a running batch a heartbeat that every write of its
+  process refreshes. ``reopen_batch`` (``--resume``) refuses a batch whose heartbeat is fresh, and takes
+  back only jobs that were cancelled or whose lease has expired: nothing is scanned twice.
 
 Every statement filters by tenant; ids from another tenant simply match nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
 
-from sqlalchemy import Row, Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import Row, Select, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
 
 from domainscan.db.engine import create_engine, read_only
-from domainscan.db.errors import wrap_db_errors
+from domainscan.db.errors import TransientStorageError, wrap_db_errors
 from domainscan.db.migrate import HEAD, check_schema, current_revision, upgrade
 from domainscan.db.tables import BATCH_STATUSES, batches, domains, jobs
 from domainscan.db.types import UTCDateTime, parse_iso, to_iso, utcnow
 from domainscan.errors import ErrorKind, StorageError
-from domainscan.models import RECORD_FIELDS, BatchInfo, DomainInfo, InvalidInput, ScanResult, Target
+from domainscan.models import (
+    RECORD_FIELDS,
+    BatchInfo,
+    DomainInfo,
+    ImportCounts,
+    InvalidInput,
+    JobInfo,
+    ScanResult,
+    Target,
+)
 
-PAGE_SIZE = 500  # rows per list_domains page, each page its own short transaction
+PAGE_SIZE = 500  # rows per list_domains/list_jobs page, each page its own short transaction
+STALE_AFTER = 15.0  # seconds without a heartbeat after which a running batch is reported stale
+LEASE_SECONDS = 300.0  # mark_running's default lease on a job
+RETRY_BUDGET = 30.0  # seconds one operation may spend retrying transient faults before StorageError
+RETRY_INITIAL_WAIT = 0.1  # seconds before the first retry; doubles each time...
+RETRY_MAX_WAIT = 5.0  # ...up to this
+RETRY_JITTER = 0.5  # plus up to this much at random, so that many clients do not reconnect in step
+IMPORT_CHUNK = 500  # spooled records stored per transaction
 _IDS_PER_STATEMENT = 1000  # keeps IN (...) lists far below SQLite's and PostgreSQL's parameter limits
+_TERMINAL = ("succeeded", "failed")  # a job with one of these has its outcome; cancelled is resumable
+_OWNER_LENGTH = 128
+
+_log = logging.getLogger("domainscan.db")
+_T = TypeVar("_T")
+
+
+def default_owner() -> str:
+    """The lease owner of this process: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"[-_OWNER_LENGTH:]
 
 
 async def open_repository(
@@ -50,7 +104,8 @@ async def open_repository(
 
     ``auto_upgrade`` is for the embedded SQLite default, which nobody should have to migrate by hand;
     shared databases are upgraded explicitly with ``domainscan db upgrade``, otherwise SchemaError.
-    Raises StorageError when the database cannot be reached within ``connect_timeout`` seconds.
+    Raises StorageError when the database cannot be reached within ``connect_timeout`` seconds (not
+    retried: a database that is down at start is reported at once).
     """
     engine = create_engine(url, pool_size=pool_size, connect_timeout=connect_timeout)
     try:
@@ -74,24 +129,193 @@ class Repository:
     async def close(self) -> None:
         await self._engine.dispose()
 
+    # --- batches -------------------------------------------------------------------------------------
+
     async def start_batch(self, tenant: str, source: str, options: dict[str, Any]) -> int:
-        """Record a new running batch; ``source`` says where its inputs came from."""
-        stmt = (
-            insert(batches)
-            .values(tenant=tenant, status="running", source=source, options=options, created_at=utcnow())
-            .returning(batches.c.id)
-        )
-        async with self._write() as conn:
-            return int((await conn.execute(stmt)).scalar_one())
+        """Record a new running batch (heartbeat now); ``source`` says where its inputs came from."""
+        now = utcnow()
+
+        async def op(retry: bool) -> int:
+            async with self._write() as conn:
+                if retry:  # the first attempt may have committed, and only its acknowledgement got lost
+                    mine = select(batches.c.id).where(
+                        batches.c.tenant == tenant, batches.c.created_at == now, batches.c.source == source
+                    )
+                    if (found := (await conn.execute(mine)).scalar()) is not None:
+                        return int(found)
+                stmt = (
+                    insert(batches)
+                    .values(
+                        tenant=tenant,
+                        status="running",
+                        source=source,
+                        options=options,
+                        created_at=now,
+                        heartbeat_at=now,
+                    )
+                    .returning(batches.c.id)
+                )
+                return int((await conn.execute(stmt)).scalar_one())
+
+        return await self._retrying(op)
+
+    async def heartbeat(
+        self,
+        tenant: str,
+        batch_id: int,
+        *,
+        owner: str | None = None,
+        lease_seconds: float | None = None,
+    ) -> None:
+        """Say the batch's process is alive (heartbeat_at now).
+
+        With ``lease_seconds``, also extend the leases of ``owner``'s (default: this process's) running
+        jobs of the batch to now + ``lease_seconds``, so a scan that outlives its first lease is kept.
+        """
+        now = utcnow()
+        if lease_seconds is not None:
+            owner = owner or default_owner()
+
+        async def op(retry: bool) -> None:
+            async with self._write() as conn:
+                if owner is not None and lease_seconds is not None:
+                    await conn.execute(
+                        update(jobs)
+                        .where(
+                            jobs.c.tenant == tenant,
+                            jobs.c.batch_id == batch_id,
+                            jobs.c.status == "running",
+                            jobs.c.lease_owner == owner,
+                        )
+                        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+                    )
+                await _bump_batch(conn, tenant, batch_id, heartbeat_at=now)
+
+        await self._retrying(op)
+
+    async def finish_batch(self, tenant: str, batch_id: int, status: str) -> BatchInfo:
+        """Close a batch with ``status``; its counters are recounted from its jobs, so they are exact."""
+        if status not in BATCH_STATUSES:
+            raise ValueError(f"batch status must be one of {', '.join(BATCH_STATUSES)}, not {status!r}")
+        now = utcnow()
+
+        async def op(retry: bool) -> BatchInfo:
+            async with self._write() as conn:
+                tally = await _recount(conn, tenant, batch_id)
+                row = (
+                    await conn.execute(
+                        update(batches)
+                        .where(batches.c.tenant == tenant, batches.c.id == batch_id)
+                        .values(status=status, finished_at=now, **tally)
+                        .returning(*batches.c)
+                    )
+                ).one_or_none()
+            if row is None:
+                raise StorageError(f"batch {batch_id} of tenant {tenant!r} not found")
+            return _batch_info(row, now)
+
+        return await self._retrying(op)
+
+    async def reopen_batch(
+        self, tenant: str, batch_id: int, *, stale_after: float = STALE_AFTER
+    ) -> BatchInfo:
+        """Make a batch ready to be resumed (``--resume``); returns it as it is then.
+
+        Raises StorageError if the tenant has no such batch, or if it is running with a heartbeat younger
+        than ``stale_after`` seconds (its process is alive). A complete batch comes back unchanged.
+        Otherwise, in one transaction: its cancelled jobs, and its running jobs whose lease has expired
+        (or that have none), are queued again; a running job with a live lease is left to its owner; the
+        counters are recounted; the batch is running again (finished_at cleared, heartbeat now).
+        """
+        now = utcnow()
+
+        async def op(retry: bool) -> BatchInfo:
+            async with self._write() as conn:
+                stmt = select(batches).where(batches.c.tenant == tenant, batches.c.id == batch_id)
+                row = (await conn.execute(stmt)).one_or_none()
+                if row is None:
+                    raise StorageError(f"batch {batch_id} not found for tenant {tenant!r}")
+                if row.status == "complete" or (retry and row.heartbeat_at == now):
+                    return _batch_info(row, now)  # (or reopened by an attempt whose ack was lost)
+                if row.status == "running":
+                    age = (now - (row.heartbeat_at or row.created_at)).total_seconds()
+                    if age < stale_after:
+                        raise StorageError(
+                            f"batch {batch_id} is still running (heartbeat {max(age, 0):.0f}s ago); "
+                            "wait for it or stop it first"
+                        )
+                await _requeue(conn, tenant, batch_id, now, cancelled=True)
+                tally = await _recount(conn, tenant, batch_id)
+                reopened = (
+                    await conn.execute(
+                        update(batches)
+                        .where(
+                            batches.c.tenant == tenant,
+                            batches.c.id == batch_id,
+                            # Compare-and-set: a resume that got here first has changed both.
+                            batches.c.status == row.status,
+                            batches.c.heartbeat_at.is_not_distinct_from(row.heartbeat_at),
+                        )
+                        .values(status="running", finished_at=None, heartbeat_at=now, **tally)
+                        .returning(*batches.c)
+                    )
+                ).one_or_none()
+                if reopened is None:
+                    raise TransientStorageError(
+                        f"batch {batch_id} changed while it was reopened; trying again"
+                    )
+                return _batch_info(reopened, now)
+
+        return await self._retrying(op)
+
+    async def requeue_expired(self, tenant: str, batch_id: int) -> int:
+        """Queue again the batch's running jobs whose lease has expired; returns how many.
+
+        For a resumed batch whose last jobs were still leased by the process that died: once their
+        lease runs out, they can be handed out again (``next_jobs``).
+        """
+        now = utcnow()
+
+        async def op(retry: bool) -> int:
+            async with self._write() as conn:
+                return await _requeue(conn, tenant, batch_id, now, cancelled=False)
+
+        return await self._retrying(op)
+
+    async def get_batch(self, tenant: str, batch_id: int) -> BatchInfo | None:
+        stmt = select(batches).where(batches.c.tenant == tenant, batches.c.id == batch_id)
+
+        async def op(retry: bool) -> BatchInfo | None:
+            async with self._read() as conn:
+                row = (await conn.execute(stmt)).one_or_none()
+            return None if row is None else _batch_info(row, utcnow())
+
+        return await self._retrying(op)
+
+    async def list_batches(self, tenant: str, *, limit: int = 50) -> list[BatchInfo]:
+        """The tenant's batches, newest first."""
+        stmt = select(batches).where(batches.c.tenant == tenant).order_by(batches.c.id.desc()).limit(limit)
+
+        async def op(retry: bool) -> list[BatchInfo]:
+            async with self._read() as conn:
+                rows = (await conn.execute(stmt)).all()
+            now = utcnow()
+            return [_batch_info(row, now) for row in rows]
+
+        return await self._retrying(op)
+
+    # --- jobs ----------------------------------------------------------------------------------------
 
     async def add_jobs(
         self, tenant: str, batch_id: int, items: Sequence[Target | InvalidInput]
     ) -> list[int | None]:
-        """Queue a job per item; returns, per item in order, the new job id or None for a duplicate.
+        """Add a job per item; returns, per item in order, the new job id or None for a duplicate.
 
         A duplicate is a domain that already has a job in this batch (earlier in ``items`` or from an
-        earlier call): it is not to be scanned again. Invalid inputs get a job without a domain.
-        One transaction also counts the new jobs and the duplicates on the batch.
+        earlier call): it is not to be scanned again. A target's job is queued. An invalid input's job
+        is stored already finished: failed, error_kind ``invalid_domain``, error ``line N: reason`` (or
+        the reason alone), no domain; nobody needs to finish it. One transaction also counts the new jobs,
+        the invalid ones and the duplicates on the batch.
         """
         if not items:
             return []
@@ -100,140 +324,237 @@ class Repository:
         for item in items:
             if isinstance(item, Target):
                 firsts.setdefault(item.domain, item)
+        names = sorted(firsts)
         invalid = [item for item in items if isinstance(item, InvalidInput)]
-        async with self._write() as conn:
-            domain_ids = await self._upsert_domains(conn, tenant, sorted(firsts), now)
-            job_by_domain: dict[int, int] = {}
-            if firsts:
-                stmt = (
-                    self._insert(jobs)
-                    .on_conflict_do_nothing(index_elements=[jobs.c.batch_id, jobs.c.domain_id])
-                    .returning(jobs.c.id, jobs.c.domain_id)
-                )
-                rows = [
-                    _job_row(tenant, batch_id, target, domain_ids[target.domain], now)
-                    for target in firsts.values()
-                ]
-                job_by_domain = {row.domain_id: row.id for row in await conn.execute(stmt, rows)}
-            invalid_ids: list[int] = []
-            if invalid:
-                stmt_invalid = insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True)
-                rows = [_job_row(tenant, batch_id, item, None, now) for item in invalid]
-                invalid_ids = list((await conn.execute(stmt_invalid, rows)).scalars())
-            ids = _in_input_order(items, domain_ids, job_by_domain, invalid_ids)
-            added = sum(job_id is not None for job_id in ids)
-            await _bump_batch(conn, tenant, batch_id, total=added, duplicates=len(ids) - added)
-        return ids
 
-    async def mark_running(self, tenant: str, job_ids: Sequence[int]) -> None:
-        """Move queued jobs to running (started_at now); jobs in any other state are left alone."""
+        async def op(retry: bool) -> list[int | None]:
+            async with self._write() as conn:
+                if retry and (done := await _admitted(conn, tenant, batch_id, items, names, now)) is not None:
+                    return done
+                domain_ids = await self._upsert_domains(conn, tenant, names, now)
+                job_by_domain: dict[int, int] = {}
+                if firsts:
+                    stmt = (
+                        self._insert(jobs)
+                        .on_conflict_do_nothing(index_elements=[jobs.c.batch_id, jobs.c.domain_id])
+                        .returning(jobs.c.id, jobs.c.domain_id)
+                    )
+                    rows = [
+                        _job_row(tenant, batch_id, target, domain_ids[target.domain], now)
+                        for target in firsts.values()
+                    ]
+                    job_by_domain = {row.domain_id: row.id for row in await conn.execute(stmt, rows)}
+                invalid_ids: list[int] = []
+                if invalid:
+                    stmt_invalid = insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True)
+                    rows = [_invalid_job_row(tenant, batch_id, item, now) for item in invalid]
+                    invalid_ids = list((await conn.execute(stmt_invalid, rows)).scalars())
+                ids = _in_input_order(items, domain_ids, job_by_domain, invalid_ids)
+                added = sum(job_id is not None for job_id in ids)
+                await _bump_batch(
+                    conn,
+                    tenant,
+                    batch_id,
+                    heartbeat_at=now,
+                    total=added,
+                    invalid=len(invalid),
+                    duplicates=len(ids) - added,
+                )
+            return ids
+
+        return await self._retrying(op)
+
+    async def mark_running(
+        self,
+        tenant: str,
+        job_ids: Sequence[int],
+        *,
+        owner: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> list[int]:
+        """Lease queued jobs to ``owner`` (default: this host and pid) for ``lease_seconds``.
+
+        They become running (started_at now, lease until now + ``lease_seconds``) and their batches'
+        heartbeat is refreshed. Jobs in any other state, including those another process has leased, are
+        left alone. Returns the ids that this call moved, sorted: scan those and only those.
+        """
         ids = sorted(set(job_ids))
         if not ids:
-            return
+            return []
+        lessee = default_owner() if owner is None else owner
+        if len(lessee) > _OWNER_LENGTH:
+            raise ValueError(f"a lease owner has at most {_OWNER_LENGTH} characters")
         now = utcnow()
-        async with self._write() as conn:
-            for start in range(0, len(ids), _IDS_PER_STATEMENT):
-                await conn.execute(
-                    update(jobs)
-                    .where(
-                        jobs.c.tenant == tenant,
-                        jobs.c.status == "queued",
-                        jobs.c.id.in_(ids[start : start + _IDS_PER_STATEMENT]),
+        expires = now + timedelta(seconds=lease_seconds)
+
+        async def op(retry: bool) -> list[int]:
+            moved: dict[int, int] = {}
+            async with self._write() as conn:
+                for chunk in _chunked(ids):
+                    stmt = (
+                        update(jobs)
+                        .where(jobs.c.tenant == tenant, jobs.c.status == "queued", jobs.c.id.in_(chunk))
+                        .values(
+                            status="running", started_at=now, lease_owner=lessee, lease_expires_at=expires
+                        )
+                        .returning(jobs.c.id, jobs.c.batch_id)
                     )
-                    .values(status="running", started_at=now)
-                )
+                    moved.update((row.id, row.batch_id) for row in await conn.execute(stmt))
+                    if retry:  # the ones an attempt whose acknowledgement was lost already moved
+                        mine = select(jobs.c.id, jobs.c.batch_id).where(
+                            jobs.c.tenant == tenant,
+                            jobs.c.id.in_(chunk),
+                            jobs.c.status == "running",
+                            jobs.c.lease_owner == lessee,
+                            jobs.c.started_at == now,
+                        )
+                        moved.update((row.id, row.batch_id) for row in await conn.execute(mine))
+                for batch_id in sorted(set(moved.values())):
+                    await _bump_batch(conn, tenant, batch_id, heartbeat_at=now)
+            return sorted(moved)
 
-    async def finish_jobs(self, tenant: str, batch_id: int, results: Sequence[ScanResult]) -> None:
-        """Store the outcome of many jobs of one batch in one transaction.
+        return await self._retrying(op)
 
-        Each job gets its terminal state (succeeded, failed, or cancelled when the scan was stopped) and
-        its full output record (the history); each scanned domain its latest facts, unless a newer scan
-        is already stored or this one was cancelled; the batch its ok/failed/invalid counts (a cancelled
-        scan counts as failed).
+    async def finish_jobs(self, tenant: str, batch_id: int, results: Sequence[ScanResult]) -> int:
+        """Store the outcome of many jobs of one batch in one transaction; returns how many were stored.
+
+        Each job that has no outcome yet (queued, running or cancelled) gets its terminal state
+        (succeeded, failed, or cancelled when the scan was stopped), its full output record (the
+        history), and loses its lease; each scanned domain its latest facts and one more scan, unless a
+        newer scan is already stored or this one was cancelled; the batch its ok/failed/invalid counts
+        (a cancelled scan counts as failed) and a heartbeat. A job that already succeeded or failed is
+        left as it is and counts nothing: calling this twice with the same results (a retry) stores them
+        once, and so does calling it for an invalid input's job (add_jobs finished those).
         Raises StorageError, writing nothing, if a result names a job outside this tenant's batch.
         """
         if not results:
-            return
+            return 0
         if any(r.job_id is None for r in results):
             raise ValueError("finish_jobs needs results with a job_id (from add_jobs)")
+        outcomes = [_Outcome.from_record(r.to_record()) for r in results]
         now = utcnow()
-        # A stopped scan says nothing about the site: it must not replace what the last real scan found.
-        scanned = sorted(
-            (r for r in results if r.domain is not None and r.error_kind != ErrorKind.CANCELLED),
-            key=lambda r: str(r.domain),
+
+        async def op(retry: bool) -> int:
+            async with self._write() as conn:
+                tally = await _finish(conn, tenant, batch_id, outcomes, now, retry=retry, strict=True)
+            return tally.finished
+
+        return await self._retrying(op)
+
+    async def next_jobs(self, tenant: str, batch_id: int, *, after_id: int, limit: int) -> list[JobInfo]:
+        """The batch's queued jobs with an id above ``after_id``, by id, at most ``limit`` (keyset paging)."""
+        stmt = (
+            _job_select()
+            .where(
+                jobs.c.tenant == tenant,
+                jobs.c.batch_id == batch_id,
+                jobs.c.status == "queued",
+                jobs.c.id > after_id,
+            )
+            .order_by(jobs.c.id)
+            .limit(limit)
         )
-        invalid = sum(r.error_kind == ErrorKind.INVALID_DOMAIN for r in results)
-        ok = sum(r.ok for r in results)
-        async with self._write() as conn:
-            # Domains before jobs (see the module docstring): add_jobs holds domain rows while it checks
-            # for the batch's existing job rows, so taking a job row first and a domain second deadlocks.
-            if scanned:
-                params = [_domain_params(r) for r in scanned]
-                await conn.execute(_COUNT_SCAN.where(domains.c.tenant == tenant), params)
-                await conn.execute(_LATEST_FACTS.where(domains.c.tenant == tenant), params)
-            finished = await conn.execute(
-                _FINISH_JOB.where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id),
-                [_finish_params(r, now) for r in sorted(results, key=lambda r: r.job_id or 0)],
-            )
-            if finished.rowcount != len(results):  # raising rolls the domain updates back too
+
+        async def op(retry: bool) -> list[JobInfo]:
+            async with self._read() as conn:
+                return [_job_info(row) for row in await conn.execute(stmt)]
+
+        return await self._retrying(op)
+
+    async def list_jobs(
+        self,
+        tenant: str,
+        *,
+        batch_id: int | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[JobInfo]:
+        """The tenant's jobs by id, optionally of one batch and/or in one status (``jobs list``).
+
+        An async iterator over keyset pages of PAGE_SIZE rows, each read in its own short transaction.
+        """
+        after = 0
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page_size = PAGE_SIZE if remaining is None else min(PAGE_SIZE, remaining)
+            stmt = _job_select().where(jobs.c.tenant == tenant, jobs.c.id > after)
+            if batch_id is not None:
+                stmt = stmt.where(jobs.c.batch_id == batch_id)
+            if status is not None:
+                stmt = stmt.where(jobs.c.status == status)
+            rows = await self._retrying(partial(self._page, stmt.order_by(jobs.c.id).limit(page_size)))
+            for row in rows:
+                yield _job_info(row)
+            if len(rows) < page_size:
+                return
+            after = rows[-1].id
+            if remaining is not None:
+                remaining -= len(rows)
+
+    async def job_counts(self, tenant: str, batch_id: int) -> dict[str, int]:
+        """Job status -> number of the batch's jobs in it (statuses with no jobs are absent)."""
+        stmt = (
+            select(jobs.c.status, func.count())
+            .where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id)
+            .group_by(jobs.c.status)
+        )
+
+        async def op(retry: bool) -> dict[str, int]:
+            async with self._read() as conn:
+                return {status: int(n) for status, n in await conn.execute(stmt)}
+
+        return await self._retrying(op)
+
+    async def import_records(self, tenant: str, records: Sequence[Mapping[str, Any]]) -> ImportCounts:
+        """Store output records that a scan could not store (``domainscan import SPOOL``); idempotent.
+
+        A record whose job (job_id in batch_id, this tenant, same domain) has no outcome yet finishes it
+        as finish_jobs would (the domain's latest facts too, guarded by scanned_at; no heartbeat). A
+        record whose job has one is counted as already stored; a record without a job id (no job was
+        ever created), whose job is not in this database, or that is not an output record, is skipped.
+        Raises StorageError, storing nothing, if a record belongs to another tenant. Each IMPORT_CHUNK
+        records of a batch are one transaction: an import that stops half-way can simply be run again.
+        """
+        for number, record in enumerate(records, 1):
+            owner = record.get("tenant") if isinstance(record, Mapping) else None
+            if owner is not None and owner != tenant:
                 raise StorageError(
-                    f"{len(results) - finished.rowcount} of {len(results)} results name jobs that are "
-                    f"not in batch {batch_id} of tenant {tenant!r}; nothing was stored"
+                    f"record {number} belongs to tenant {owner!r}, not {tenant!r}; nothing was imported"
                 )
-            await _bump_batch(
-                conn, tenant, batch_id, ok=ok, invalid=invalid, failed=len(results) - ok - invalid
-            )
+        skipped = 0
+        by_batch: dict[int, list[_Outcome]] = {}
+        for record in records:
+            try:
+                outcome = _Outcome.from_record(record)
+            except (KeyError, TypeError, ValueError):
+                skipped += 1
+                continue
+            if outcome.batch_id is None or record.get("tenant") != tenant:
+                skipped += 1
+                continue
+            by_batch.setdefault(outcome.batch_id, []).append(outcome)
+        imported = already = 0
+        for batch_id, outcomes in sorted(by_batch.items()):
+            for start in range(0, len(outcomes), IMPORT_CHUNK):
+                chunk = outcomes[start : start + IMPORT_CHUNK]
+                tally = await self._retrying(partial(self._import_chunk, tenant, batch_id, chunk, utcnow()))
+                imported += tally.finished
+                already += tally.already
+                skipped += tally.missing
+        return ImportCounts(imported=imported, already_stored=already, skipped=skipped)
 
-    async def finish_batch(self, tenant: str, batch_id: int, status: str) -> BatchInfo:
-        """Close a batch with ``status``; its counters are recounted from its jobs, so they are exact."""
-        if status not in BATCH_STATUSES:
-            raise ValueError(f"batch status must be one of {', '.join(BATCH_STATUSES)}, not {status!r}")
-        async with self._write() as conn:
-            counts = await conn.execute(
-                select(jobs.c.status, jobs.c.error_kind, func.count())
-                .where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id)
-                .group_by(jobs.c.status, jobs.c.error_kind)
-            )
-            tally = {"total": 0, "ok": 0, "failed": 0, "invalid": 0}
-            for job_status, error_kind, n in counts:
-                tally["total"] += n
-                if job_status == "succeeded":
-                    tally["ok"] += n
-                elif error_kind == ErrorKind.INVALID_DOMAIN:
-                    tally["invalid"] += n
-                elif job_status in ("failed", "cancelled"):
-                    tally["failed"] += n
-            row = (
-                await conn.execute(
-                    update(batches)
-                    .where(batches.c.tenant == tenant, batches.c.id == batch_id)
-                    .values(status=status, finished_at=utcnow(), **tally)
-                    .returning(*batches.c)
-                )
-            ).one_or_none()
-            if row is None:
-                raise StorageError(f"batch {batch_id} of tenant {tenant!r} not found")
-            return _batch_info(row)
-
-    async def get_batch(self, tenant: str, batch_id: int) -> BatchInfo | None:
-        stmt = select(batches).where(batches.c.tenant == tenant, batches.c.id == batch_id)
-        async with self._read() as conn:
-            row = (await conn.execute(stmt)).one_or_none()
-        return None if row is None else _batch_info(row)
-
-    async def list_batches(self, tenant: str, *, limit: int = 50) -> list[BatchInfo]:
-        """The tenant's batches, newest first."""
-        stmt = select(batches).where(batches.c.tenant == tenant).order_by(batches.c.id.desc()).limit(limit)
-        async with self._read() as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [_batch_info(row) for row in rows]
+    # --- domains -------------------------------------------------------------------------------------
 
     async def get_domain(self, tenant: str, domain: str) -> DomainInfo | None:
         """A stored domain by its normalized name (see ``domainscan.domains``)."""
         stmt = select(domains).where(domains.c.tenant == tenant, domains.c.domain == domain)
-        async with self._read() as conn:
-            row = (await conn.execute(stmt)).one_or_none()
-        return None if row is None else _domain_info(row)
+
+        async def op(retry: bool) -> DomainInfo | None:
+            async with self._read() as conn:
+                row = (await conn.execute(stmt)).one_or_none()
+            return None if row is None else _domain_info(row)
+
+        return await self._retrying(op)
 
     async def list_domains(
         self, tenant: str, *, limit: int | None = None, status: str | None = None
@@ -253,8 +574,7 @@ class Repository:
                 stmt = stmt.where(domains.c.status == status)
             if after is not None:
                 stmt = stmt.where(domains.c.domain > after)
-            async with self._read() as conn:
-                rows = (await conn.execute(stmt.order_by(domains.c.domain).limit(page_size))).all()
+            rows = await self._retrying(partial(self._page, stmt.order_by(domains.c.domain).limit(page_size)))
             for row in rows:
                 yield _domain_info(row)
             if len(rows) < page_size:
@@ -263,15 +583,45 @@ class Repository:
             if remaining is not None:
                 remaining -= len(rows)
 
-    async def job_counts(self, tenant: str, batch_id: int) -> dict[str, int]:
-        """Job status -> number of the batch's jobs in it (statuses with no jobs are absent)."""
-        stmt = (
-            select(jobs.c.status, func.count())
-            .where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id)
-            .group_by(jobs.c.status)
+    # --- plumbing ------------------------------------------------------------------------------------
+
+    async def _retrying(self, op: Callable[[bool], Awaitable[_T]]) -> _T:
+        """Run ``op`` (one short transaction), again while it fails transiently, for up to RETRY_BUDGET s.
+
+        ``op`` is told whether it is a retry, so that a write can recognize its own rows from an attempt
+        that committed but whose acknowledgement was lost. Each attempt opens its own connection; the
+        waits happen with none open. When the budget is spent: StorageError saying so.
+        """
+        started = time.monotonic()
+        attempts = 0
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientStorageError),
+            stop=stop_before_delay(RETRY_BUDGET),
+            wait=wait_exponential_jitter(
+                multiplier=RETRY_INITIAL_WAIT, max=RETRY_MAX_WAIT, jitter=RETRY_JITTER
+            ),
+            before_sleep=_log_retry,
+            reraise=True,
         )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    return await op(attempts > 1)
+        except TransientStorageError as exc:
+            elapsed = time.monotonic() - started
+            raise StorageError(f"{exc}; gave up after {attempts} attempts in {elapsed:.1f}s") from exc
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _page(self, stmt: Select[Any], retry: bool) -> list[Row[Any]]:
         async with self._read() as conn:
-            return dict((await conn.execute(stmt)).all())
+            return list((await conn.execute(stmt)).all())
+
+    async def _import_chunk(
+        self, tenant: str, batch_id: int, outcomes: list[_Outcome], now: datetime, retry: bool
+    ) -> _Tally:
+        async with self._write() as conn:
+            return await _finish(conn, tenant, batch_id, outcomes, now, retry=retry, strict=False)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -309,12 +659,211 @@ class Repository:
         return {row.domain: row.id for row in await conn.execute(stmt, rows)}
 
 
-# The executemany statements of finish_jobs; parameters are prefixed "p_" because SQLAlchemy reserves the
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    wait = state.upcoming_sleep
+    _log.warning("%s; trying again in %.1fs (attempt %d)", error, wait, state.attempt_number + 1)
+
+
+# --- storing outcomes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """One job's outcome, taken from its output record (finish_jobs and import_records alike)."""
+
+    job_id: int
+    batch_id: int | None
+    domain: str | None
+    status: str  # the job's: succeeded | failed | cancelled
+    error_kind: str | None
+    error: str | None
+    elapsed_ms: int | None
+    scanned_at: datetime
+    http_status: int | None
+    url: str | None
+    title: str | None
+    record: dict[str, Any]
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> _Outcome:
+        """Raises KeyError, TypeError or ValueError for anything that is not an output record."""
+        kind = _optional(record, "error_kind", str)
+        if kind is not None:
+            kind = ErrorKind(kind).value
+        status = "succeeded" if kind is None else "cancelled" if kind == ErrorKind.CANCELLED else "failed"
+        job_id = _optional(record, "job_id", int)
+        if job_id is None:
+            raise ValueError("a record without a job")
+        return cls(
+            job_id=job_id,
+            batch_id=_optional(record, "batch_id", int),
+            domain=_optional(record, "domain", str),
+            status=status,
+            error_kind=kind,
+            error=_optional(record, "error", str),
+            elapsed_ms=_optional(record, "elapsed_ms", int),
+            scanned_at=parse_iso(record["scanned_at"]),
+            http_status=_optional(record, "http_status", int),
+            url=_optional(record, "url", str),
+            title=_optional(record, "title", str),
+            record=dict(record),
+        )
+
+    def finish_params(self, old_status: str, now: datetime) -> dict[str, Any]:
+        return {
+            "p_job_id": self.job_id,
+            "p_old_status": old_status,
+            "p_status": self.status,
+            "p_finished_at": now,
+            "p_elapsed_ms": self.elapsed_ms,
+            "p_error_kind": self.error_kind,
+            "p_error": self.error,
+            "p_record": self.record,
+        }
+
+    def domain_params(self, domain_id: int) -> dict[str, Any]:
+        return {
+            "p_domain_id": domain_id,
+            "p_scanned_at": self.scanned_at,
+            "p_job_id": self.job_id,
+            "p_status": "ok" if self.error_kind is None else "error",
+            "p_error_kind": self.error_kind,
+            "p_http_status": self.http_status,
+            "p_url": self.url,
+            "p_title": self.title,
+            "p_record": self.record,
+        }
+
+
+def _optional(record: Mapping[str, Any], key: str, kind: type[_T]) -> _T | None:
+    value = record.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(f"{key} is a {type(value).__name__}, not a {kind.__name__}")
+    return value
+
+
+@dataclass(slots=True)
+class _Tally:
+    finished: int = 0  # jobs this call gave their outcome
+    already: int = 0  # jobs that had theirs (or a result named one twice)
+    missing: int = 0  # results whose job is not in the batch (import_records skips those)
+
+
+async def _finish(
+    conn: AsyncConnection,
+    tenant: str,
+    batch_id: int,
+    outcomes: Sequence[_Outcome],
+    now: datetime,
+    *,
+    retry: bool,
+    strict: bool,
+) -> _Tally:
+    """Give jobs of one batch their outcome; see finish_jobs. ``strict``: a missing job is an error.
+
+    Reads the jobs first (without locking them: domains are locked before jobs), then updates each
+    domain and job; a job is updated only if its status is still the one read, and the batch's counters
+    move by what the changed jobs left and entered. A job that changed in between (another process
+    finishing it, say) aborts the transaction as transient, and the retry reads again.
+    """
+    tally = _Tally()
+    ids = sorted({outcome.job_id for outcome in outcomes})
+    current: dict[int, Any] = {}
+    for chunk in _chunked(ids):
+        stmt = (
+            select(
+                jobs.c.id,
+                jobs.c.status,
+                jobs.c.error_kind,
+                jobs.c.domain_id,
+                jobs.c.finished_at,
+                domains.c.domain,
+            )
+            .select_from(jobs.outerjoin(domains, domains.c.id == jobs.c.domain_id))
+            .where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id, jobs.c.id.in_(chunk))
+        )
+        current.update((row.id, row) for row in await conn.execute(stmt))
+    by_job: dict[int, _Outcome] = {}
+    for outcome in outcomes:
+        row = current.get(outcome.job_id)
+        # (A spool from another database may name job ids that exist here, for other domains.)
+        if row is None or (not strict and row.domain != outcome.domain):
+            tally.missing += 1
+        elif outcome.job_id in by_job:
+            tally.already += 1
+        else:
+            by_job[outcome.job_id] = outcome
+    if strict and tally.missing:
+        raise StorageError(
+            f"{tally.missing} of {len(outcomes)} results name jobs that are not in batch {batch_id} "
+            f"of tenant {tenant!r}; nothing was stored"
+        )
+    changes: list[tuple[_Outcome, Any]] = []
+    for job_id, outcome in sorted(by_job.items()):
+        row = current[job_id]
+        if row.status not in _TERMINAL:
+            changes.append((outcome, row))
+        elif retry and row.finished_at == now:  # finished by an attempt whose acknowledgement was lost
+            tally.finished += 1
+        else:
+            tally.already += 1
+    if not changes:
+        if strict:
+            await _bump_batch(conn, tenant, batch_id, heartbeat_at=now)
+        return tally
+    # A stopped scan says nothing about the site: it must not replace what the last real scan found.
+    scanned = sorted(
+        ((o, row) for o, row in changes if row.domain_id is not None and o.status != "cancelled"),
+        key=lambda change: str(change[1].domain),
+    )
+    if scanned:  # domains before jobs (see the module docstring)
+        params = [o.domain_params(row.domain_id) for o, row in scanned]
+        await conn.execute(_COUNT_SCAN.where(domains.c.tenant == tenant), params)
+        await conn.execute(_LATEST_FACTS.where(domains.c.tenant == tenant), params)
+    finished = await conn.execute(
+        _FINISH_JOB.where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id),
+        [o.finish_params(row.status, now) for o, row in changes],
+    )
+    if finished.rowcount != len(changes):  # raising rolls the domain updates back too
+        raise TransientStorageError(
+            f"jobs of batch {batch_id} changed while their results were stored; trying again"
+        )
+    moves: Counter[str | None] = Counter()
+    for outcome, row in changes:
+        moves[_counter_of(row.status, row.error_kind)] -= 1
+        moves[_counter_of(outcome.status, outcome.error_kind)] += 1
+    moves.pop(None, None)
+    await _bump_batch(
+        conn,
+        tenant,
+        batch_id,
+        heartbeat_at=now if strict else None,
+        **{str(name): n for name, n in moves.items() if n},
+    )
+    tally.finished += len(changes)
+    return tally
+
+
+def _counter_of(status: str, error_kind: str | None) -> str | None:
+    """The batch counter a job in this state counts in (None: not finished)."""
+    if status == "succeeded":
+        return "ok"
+    if error_kind == ErrorKind.INVALID_DOMAIN:
+        return "invalid"
+    if status in ("failed", "cancelled"):
+        return "failed"
+    return None
+
+
+# The executemany statements of _finish; parameters are prefixed "p_" because SQLAlchemy reserves the
 # column names for the SET clause.
 _scanned_at = bindparam("p_scanned_at", type_=UTCDateTime())
 _FINISH_JOB = (
     update(jobs)
-    .where(jobs.c.id == bindparam("p_job_id"))
+    .where(jobs.c.id == bindparam("p_job_id"), jobs.c.status == bindparam("p_old_status"))
     .values(
         status=bindparam("p_status"),
         finished_at=bindparam("p_finished_at"),
@@ -322,15 +871,17 @@ _FINISH_JOB = (
         error_kind=bindparam("p_error_kind"),
         error=bindparam("p_error"),
         result=bindparam("p_record"),
+        lease_owner=None,
+        lease_expires_at=None,
     )
 )
 _COUNT_SCAN = (
-    update(domains).where(domains.c.domain == bindparam("p_domain")).values(scans=domains.c.scans + 1)
+    update(domains).where(domains.c.id == bindparam("p_domain_id")).values(scans=domains.c.scans + 1)
 )
 _LATEST_FACTS = (
     update(domains)
     .where(
-        domains.c.domain == bindparam("p_domain"),
+        domains.c.id == bindparam("p_domain_id"),
         or_(domains.c.last_scanned_at.is_(None), domains.c.last_scanned_at <= _scanned_at),
     )
     .values(
@@ -344,6 +895,9 @@ _LATEST_FACTS = (
         record=bindparam("p_record"),
     )
 )
+
+
+# --- jobs and batches ----------------------------------------------------------------------------------
 
 
 def _job_row(
@@ -361,6 +915,47 @@ def _job_row(
     }
 
 
+def _invalid_job_row(tenant: str, batch_id: int, item: InvalidInput, now: datetime) -> dict[str, Any]:
+    """An invalid input's job, finished as it is made (the same error as its output record)."""
+    where = f"line {item.line}: " if item.line is not None else ""
+    return _job_row(tenant, batch_id, item, None, now) | {
+        "status": "failed",
+        "error_kind": ErrorKind.INVALID_DOMAIN.value,
+        "error": f"{where}{item.reason}",
+        "finished_at": now,
+    }
+
+
+async def _admitted(
+    conn: AsyncConnection,
+    tenant: str,
+    batch_id: int,
+    items: Sequence[Target | InvalidInput],
+    names: list[str],
+    now: datetime,
+) -> list[int | None] | None:
+    """add_jobs' answer if an earlier attempt of this call committed (its jobs carry ``now``), else None."""
+    stmt = (
+        select(jobs.c.id, jobs.c.domain_id)
+        .where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id, jobs.c.created_at == now)
+        .order_by(jobs.c.id)
+    )
+    rows = (await conn.execute(stmt)).all()
+    if not rows:  # every item a duplicate: then only the batch's heartbeat tells
+        beat = select(batches.c.heartbeat_at).where(batches.c.tenant == tenant, batches.c.id == batch_id)
+        if (await conn.execute(beat)).scalar() != now:
+            return None
+    domain_ids: dict[str, int] = {}
+    for chunk in _chunked(names):
+        known = select(domains.c.domain, domains.c.id).where(
+            domains.c.tenant == tenant, domains.c.domain.in_(chunk)
+        )
+        domain_ids.update((row.domain, row.id) for row in await conn.execute(known))
+    job_by_domain = {row.domain_id: row.id for row in rows if row.domain_id is not None}
+    invalid_ids = [row.id for row in rows if row.domain_id is None]
+    return _in_input_order(items, domain_ids, job_by_domain, invalid_ids)
+
+
 def _in_input_order(
     items: Sequence[Target | InvalidInput],
     domain_ids: dict[str, int],
@@ -373,8 +968,8 @@ def _in_input_order(
     ids: list[int | None] = []
     for item in items:
         if isinstance(item, InvalidInput):
-            ids.append(next(invalid))
-        elif item.domain in seen:
+            ids.append(next(invalid, None))
+        elif item.domain in seen or item.domain not in domain_ids:
             ids.append(None)
         else:
             seen.add(item.domain)
@@ -382,54 +977,123 @@ def _in_input_order(
     return ids
 
 
-def _finish_params(result: ScanResult, now: datetime) -> dict[str, Any]:
-    return {
-        "p_job_id": result.job_id,
-        "p_status": _job_status(result),
-        "p_finished_at": now,
-        "p_elapsed_ms": result.elapsed_ms,
-        "p_error_kind": None if result.error_kind is None else str(result.error_kind),
-        "p_error": result.error,
-        "p_record": result.to_record(),
-    }
-
-
-def _job_status(result: ScanResult) -> str:
-    if result.ok:
-        return "succeeded"
-    return "cancelled" if result.error_kind == ErrorKind.CANCELLED else "failed"
-
-
-def _domain_params(result: ScanResult) -> dict[str, Any]:
-    return {
-        "p_domain": result.domain,
-        "p_scanned_at": parse_iso(result.scanned_at),
-        "p_job_id": result.job_id,
-        "p_status": result.status,
-        "p_error_kind": None if result.error_kind is None else str(result.error_kind),
-        "p_http_status": result.http_status,
-        "p_url": result.url,
-        "p_title": result.facts.title,
-        "p_record": result.to_record(),
-    }
-
-
-async def _bump_batch(conn: AsyncConnection, tenant: str, batch_id: int, **increments: int) -> None:
-    """Add to the batch's counters; the batch row is locked last (see the module docstring)."""
-    stmt = (
-        update(batches)
-        .where(batches.c.tenant == tenant, batches.c.id == batch_id)
-        .values({batches.c[name]: batches.c[name] + n for name, n in increments.items()})
+async def _requeue(
+    conn: AsyncConnection, tenant: str, batch_id: int, now: datetime, *, cancelled: bool
+) -> int:
+    """Queue again the batch's running jobs without a live lease (and, with ``cancelled``, its cancelled
+    jobs), forgetting their start, lease and cancelled outcome; returns how many."""
+    takeable = and_(
+        jobs.c.status == "running",
+        or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at < now),
     )
+    if cancelled:
+        takeable = or_(jobs.c.status == "cancelled", takeable)
+    stmt = (
+        update(jobs)
+        .where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id, takeable)
+        .values(
+            status="queued",
+            started_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            finished_at=None,
+            elapsed_ms=None,
+            error_kind=None,
+            error=None,
+            result=None,
+        )
+    )
+    return int((await conn.execute(stmt)).rowcount)
+
+
+async def _recount(conn: AsyncConnection, tenant: str, batch_id: int) -> dict[str, int]:
+    """The batch's total/ok/failed/invalid from its jobs (cancelled ones count as failed)."""
+    counts = await conn.execute(
+        select(jobs.c.status, jobs.c.error_kind, func.count())
+        .where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id)
+        .group_by(jobs.c.status, jobs.c.error_kind)
+    )
+    tally = {"total": 0, "ok": 0, "failed": 0, "invalid": 0}
+    for job_status, error_kind, n in counts:
+        tally["total"] += n
+        if (counter := _counter_of(job_status, error_kind)) is not None:
+            tally[counter] += n
+    return tally
+
+
+async def _bump_batch(
+    conn: AsyncConnection,
+    tenant: str,
+    batch_id: int,
+    *,
+    heartbeat_at: datetime | None = None,
+    **increments: int,
+) -> None:
+    """Add to the batch's counters and set its heartbeat; the batch row is locked last (see the module
+    docstring). Raises StorageError if the tenant has no such batch."""
+    values: dict[Any, Any] = {batches.c[name]: batches.c[name] + n for name, n in increments.items() if n}
+    if heartbeat_at is not None:
+        values[batches.c.heartbeat_at] = heartbeat_at
+    if not values:
+        return
+    stmt = update(batches).where(batches.c.tenant == tenant, batches.c.id == batch_id).values(values)
     if (await conn.execute(stmt)).rowcount != 1:
         raise StorageError(f"batch {batch_id} of tenant {tenant!r} not found")
+
+
+def _chunked(values: Sequence[_T]) -> list[Sequence[_T]]:
+    return [values[start : start + _IDS_PER_STATEMENT] for start in range(0, len(values), _IDS_PER_STATEMENT)]
+
+
+# --- rows to dataclasses -------------------------------------------------------------------------------
+
+
+def _job_select() -> Select[Any]:
+    return select(
+        jobs.c.id,
+        jobs.c.tenant,
+        jobs.c.batch_id,
+        domains.c.domain,
+        jobs.c.input,
+        jobs.c.line,
+        jobs.c.source,
+        jobs.c.status,
+        jobs.c.error_kind,
+        jobs.c.error,
+        jobs.c.created_at,
+        jobs.c.started_at,
+        jobs.c.finished_at,
+        jobs.c.elapsed_ms,
+    ).select_from(
+        jobs.outerjoin(domains, and_(domains.c.id == jobs.c.domain_id, domains.c.tenant == jobs.c.tenant))
+    )
+
+
+def _job_info(row: Row[Any]) -> JobInfo:
+    return JobInfo(
+        id=row.id,
+        tenant=row.tenant,
+        batch_id=row.batch_id,
+        domain=row.domain,
+        input=row.input,
+        line=row.line,
+        source=row.source,
+        status=row.status,
+        error_kind=row.error_kind,
+        error=row.error,
+        created_at=to_iso(row.created_at),
+        started_at=_iso(row.started_at),
+        finished_at=_iso(row.finished_at),
+        elapsed_ms=row.elapsed_ms,
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else to_iso(value)
 
 
-def _batch_info(row: Row[Any]) -> BatchInfo:
+def _batch_info(row: Row[Any], now: datetime) -> BatchInfo:
+    last_sign = row.heartbeat_at or row.created_at  # batches from before migration 0002 have no heartbeat
     return BatchInfo(
         id=row.id,
         tenant=row.tenant,
@@ -443,6 +1107,8 @@ def _batch_info(row: Row[Any]) -> BatchInfo:
         duplicates=row.duplicates,
         created_at=to_iso(row.created_at),
         finished_at=_iso(row.finished_at),
+        heartbeat_at=_iso(row.heartbeat_at),
+        stale=row.status == "running" and (now - last_sign).total_seconds() > STALE_AFTER,
     )
 
 

@@ -1,4 +1,4 @@
-"""The three tables, as SQLAlchemy Core. Migration 0001 creates exactly these (a test compares them).
+"""The three tables, as SQLAlchemy Core. The migrations create exactly these (a test compares them).
 
 Core rather than ORM models: the repository only runs bulk statements and hands out dataclasses from
 ``domainscan.models``, so there is no identity map, lazy loading or MissingGreenlet to worry about.
@@ -61,6 +61,9 @@ batches = Table(
     _counter("duplicates"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
+    # Refreshed by every write of the running process (and by its idle heartbeat): a running batch whose
+    # heartbeat is old belongs to a process that died (migration 0002).
+    Column("heartbeat_at", UTCDateTime),
     Index(None, "tenant", "id"),
     _one_of("status", BATCH_STATUSES),
 )
@@ -103,9 +106,15 @@ jobs = Table(
     Column("finished_at", UTCDateTime),
     Column("elapsed_ms", Integer),
     Column("result", JSONType),
+    # A running job is leased to one process until lease_expires_at (migration 0002): a resume takes
+    # back only jobs whose lease has expired, so no domain is scanned twice.
+    Column("lease_owner", String(128)),
+    Column("lease_expires_at", UTCDateTime),
     # A domain is scanned once per batch; rows with a NULL domain_id never collide.
     UniqueConstraint("batch_id", "domain_id"),
-    Index(None, "tenant", "batch_id", "status"),
+    # Serves counting a batch's jobs by status and keyset paging of its queued jobs by id (PostgreSQL
+    # does not append the primary key to an index as SQLite does with the rowid).
+    Index(None, "tenant", "batch_id", "status", "id"),
     Index(None, "tenant", "domain_id"),
     _one_of("status", JOB_STATUSES),
 )
