@@ -34,7 +34,7 @@ from domainscan.config import Settings
 from domainscan.domains import normalize
 from domainscan.errors import InvalidDomain, StorageError
 from domainscan.fetch import Fetcher
-from domainscan.models import BatchInfo, BatchReport, InvalidInput, Target
+from domainscan.models import BatchInfo, BatchReport, InvalidInput, JobInfo, Target
 from domainscan.recorder import Recorder, ResultSink
 from domainscan.scan import cancelled_result, invalid_result, scan_one
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 REGISTER_CHUNK = 500  # inputs stored per repository operation
 FEED_CHUNK = 200  # queued jobs read per repository operation
+LEASE_POLL = 1.0  # seconds between looks at the jobs a resume waits for (another owner's live lease)
 
 Work = asyncio.Queue[tuple[Target, int | None] | None]
 
@@ -119,12 +120,20 @@ class Pipeline:
         cancelled jobs and running ones whose lease expired); returns the batch as it was found."""
         if self._repo is None:
             raise StorageError("--resume needs the database the batch is stored in")
-        info = await self._repo.reopen_batch(self._settings.tenant, batch_id)
+        repo, tenant = self._repo, self._settings.tenant
+        info = await repo.reopen_batch(tenant, batch_id)
         report = BatchReport(batch_id=batch_id)
         if info.status == "complete":
             report.status = "complete"
             return info, report
-        return info, await self._execute(report, lambda queue, rec: self._feed(queue, report))
+        # Running jobs that reopen_batch left alone: their lease (a dead process's, most likely) is live.
+        leased = {job.id async for job in repo.list_jobs(tenant, batch_id=batch_id, status="running")}
+
+        async def produce(queue: Work, recorder: Recorder) -> None:
+            await self._feed(queue, report)
+            await self._feed_leased(queue, report, leased)
+
+        return info, await self._execute(report, produce)
 
     async def _execute(
         self, report: BatchReport, produce: Callable[[Work, Recorder], Coroutine[Any, Any, None]]
@@ -221,15 +230,42 @@ class Pipeline:
             jobs = await repo.next_jobs(tenant, batch_id, after_id=after, limit=FEED_CHUNK)
             for job in jobs:
                 after = job.id
-                try:
-                    target = normalize(job.input, line=job.line, source=job.source)
-                except InvalidDomain:  # valid when stored; normalization is deterministic
-                    continue
-                await queue.put((target, job.id))
+                await self._hand_out(queue, job)
             if not jobs:
                 if not registering:
                     return
                 await self._registered.wait()
+
+    async def _feed_leased(self, queue: Work, report: BatchReport, leased: set[int]) -> None:
+        """Resume: hand out the jobs in ``leased`` (running under another owner's live lease when the
+        batch was reopened) as their leases run out and they are queued again; a job its owner
+        finishes meanwhile is left as it is. Without this a resume would end the batch `complete`
+        with those jobs still running, never scanned."""
+        repo, tenant, batch_id = self._repo, self._settings.tenant, report.batch_id
+        assert repo is not None
+        assert batch_id is not None
+        while leased:
+            await asyncio.sleep(LEASE_POLL)
+            await repo.requeue_expired(tenant, batch_id)
+            running = {job.id async for job in repo.list_jobs(tenant, batch_id=batch_id, status="running")}
+            ready, leased = leased - running, leased & running
+            after = min(ready, default=0) - 1
+            while ready and after < max(ready):
+                jobs = await repo.next_jobs(tenant, batch_id, after_id=after, limit=FEED_CHUNK)
+                for job in jobs:
+                    after = job.id
+                    if job.id in ready:
+                        await self._hand_out(queue, job)
+                if len(jobs) < FEED_CHUNK:
+                    break
+
+    @staticmethod
+    async def _hand_out(queue: Work, job: JobInfo) -> None:
+        try:
+            target = normalize(job.input, line=job.line, source=job.source)
+        except InvalidDomain:  # valid when stored; normalization is deterministic
+            return
+        await queue.put((target, job.id))
 
     async def _admit(
         self, items: Iterable[Target | InvalidInput], queue: Work, recorder: Recorder, report: BatchReport

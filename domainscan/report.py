@@ -77,11 +77,15 @@ class RecordWriter(Protocol):
 
 
 class JsonlWriter:
+    """One line per record, flushed at once: a record the database holds is on the output even when the
+    process is killed (kill -9) a moment later, so the outputs of a killed run and its resume add up."""
+
     def __init__(self, out: IO[str]) -> None:
         self._out = out
 
     def write(self, record: dict[str, Any]) -> None:
         self._out.write(dumps(record) + "\n")
+        self._out.flush()
 
     def close(self) -> None:
         self._out.flush()
