@@ -197,52 +197,88 @@ def _with_repository(database_url: str | None, operation: Callable[[Repository],
     return asyncio.run(go())
 
 
+DomainsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Domains or URLs to scan, e.g. example.com or https://www.example.com/about.",
+        metavar="DOMAIN",
+        show_default=False,
+    ),
+]
+FileOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--file",
+        "-f",
+        help="Read domains from a file, one per line or a CSV with a domain/url/website "
+        "column; '-' reads standard input. Repeatable.",
+        metavar="PATH",
+        show_default=False,
+    ),
+]
+NoStoreOption = Annotated[
+    bool, typer.Option("--no-store", help="Scan without writing to the database (CI smoke checks).")
+]
+ConcurrencyOption = Annotated[
+    int,
+    typer.Option(
+        envvar="DOMAINSCAN_CONCURRENCY",
+        min=1,
+        max=2000,
+        metavar="N",
+        help="Domains scanned at the same time.",
+    ),
+]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        envvar="DOMAINSCAN_TIMEOUT",
+        min=0.1,
+        metavar="SECONDS",
+        help="Deadline in seconds for each domain, all attempts and redirects included "
+        "(and its robots.txt and sitemaps).",
+    ),
+]
+UserAgentOption = Annotated[
+    str,
+    typer.Option(envvar="DOMAINSCAN_USER_AGENT", metavar="TEXT", help="User-Agent header sent to sites."),
+]
+AllowNetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-net",
+        envvar="DOMAINSCAN_ALLOW_NET",
+        metavar="CIDR",
+        show_default=False,
+        help="Also fetch from this network, e.g. 127.0.0.0/8 for a local test farm or 10.0.0.0/8 for "
+        "an intranet. Repeatable. By default only public addresses are contacted: loopback, private, "
+        "link-local (cloud metadata), shared, multicast and reserved addresses are refused as 'blocked'.",
+    ),
+]
+StoreUrlsOption = Annotated[
+    int,
+    typer.Option(
+        "--store-urls",
+        envvar="DOMAINSCAN_STORE_URLS",
+        min=0,
+        metavar="N",
+        help="Also store up to N page URLs per domain from its sitemaps (with lastmod, changefreq and "
+        "priority) in the sitemap_urls table. 0 stores none.",
+    ),
+]
+
+
 @app.command()
 def scan(
-    domains: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="Domains or URLs to scan, e.g. example.com or https://www.example.com/about.",
-            metavar="DOMAIN",
-            show_default=False,
-        ),
-    ] = None,
-    file: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--file",
-            "-f",
-            help="Read domains from a file, one per line or a CSV with a domain/url/website "
-            "column; '-' reads standard input. Repeatable.",
-            metavar="PATH",
-            show_default=False,
-        ),
-    ] = None,
+    ctx: typer.Context,
+    domains: DomainsArgument = None,
+    file: FileOption = None,
     tenant: TenantOption = DEFAULT_TENANT,
     database_url: DatabaseUrlOption = None,
     db_pool_size: PoolOption = 0,
-    no_store: Annotated[
-        bool, typer.Option("--no-store", help="Scan without writing to the database (CI smoke checks).")
-    ] = False,
-    concurrency: Annotated[
-        int,
-        typer.Option(
-            envvar="DOMAINSCAN_CONCURRENCY",
-            min=1,
-            max=2000,
-            metavar="N",
-            help="Domains scanned at the same time.",
-        ),
-    ] = DEFAULT_CONCURRENCY,
-    timeout: Annotated[
-        float,
-        typer.Option(
-            envvar="DOMAINSCAN_TIMEOUT",
-            min=0.1,
-            metavar="SECONDS",
-            help="Deadline in seconds for each domain, all attempts and redirects included.",
-        ),
-    ] = DEFAULT_TIMEOUT,
+    no_store: NoStoreOption = False,
+    concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
     max_bytes: Annotated[
         int,
         typer.Option(
@@ -252,10 +288,7 @@ def scan(
             help="Read at most this many (decompressed) bytes of a homepage.",
         ),
     ] = DEFAULT_MAX_BYTES,
-    user_agent: Annotated[
-        str,
-        typer.Option(envvar="DOMAINSCAN_USER_AGENT", metavar="TEXT", help="User-Agent header sent to sites."),
-    ] = DEFAULT_USER_AGENT,
+    user_agent: UserAgentOption = DEFAULT_USER_AGENT,
     phone_region: Annotated[
         str | None,
         typer.Option(
@@ -266,18 +299,16 @@ def scan(
             "[default: from the domain's country TLD].",
         ),
     ] = None,
-    allow_net: Annotated[
-        list[str] | None,
+    allow_net: AllowNetOption = None,
+    sitemaps: Annotated[
+        bool,
         typer.Option(
-            "--allow-net",
-            envvar="DOMAINSCAN_ALLOW_NET",
-            metavar="CIDR",
-            show_default=False,
-            help="Also fetch from this network, e.g. 127.0.0.0/8 for a local test farm or 10.0.0.0/8 for "
-            "an intranet. Repeatable. By default only public addresses are contacted: loopback, private, "
-            "link-local (cloud metadata), shared, multicast and reserved addresses are refused as 'blocked'.",
+            "--sitemaps",
+            envvar="DOMAINSCAN_SITEMAPS",
+            help="Also scan each site's robots.txt and sitemaps (within the same --timeout).",
         ),
-    ] = None,
+    ] = False,
+    store_urls: StoreUrlsOption = 0,
     output_format: FormatOption = None,
     fail_on: FailOnOption = FailOn.ERROR,
     resume: Annotated[
@@ -298,8 +329,12 @@ def scan(
     with _guard(env, debug):
         if not domains and not file and resume is None:
             raise UsageError("nothing to scan: give domains as arguments or --file PATH ('-' for stdin)")
-        from domainscan.inputs import check_sources, iter_inputs
-
+        if not sitemaps:
+            # DOMAINSCAN_STORE_URLS in a .env applies to sitemap scans only; on the command line it is a slip.
+            source = ctx.get_parameter_source("store_urls")
+            if store_urls and source is not None and source.name == "COMMANDLINE":
+                raise UsageError("--store-urls stores the page URLs of sitemaps: add --sitemaps")
+            store_urls = 0
         settings = Settings.for_scan(
             tenant=tenant,
             database_url=database_url,
@@ -312,21 +347,83 @@ def scan(
             phone_region=phone_region,
             allow_net=list(allow_net or []),
             debug=debug,
+            sitemaps=sitemaps,
+            store_urls=store_urls,
         )
-        fmt = resolve_format(output_format, env)
         if resume is not None:
             if domains or file or no_store:
                 raise UsageError("--resume takes no domains, no --file and no --no-store: the batch has them")
-            report = _resume(settings, env, resume, fmt, quiet=quiet)
+            report = _resume(settings, env, resume, resolve_format(output_format, env), quiet=quiet)
         else:
-            files = list(file or [])
-            check_sources(files)
-            items = iter_inputs(list(domains or []), files, env.stdin)
-            source = ", ".join(
-                (["arguments"] if domains else []) + ["stdin" if f == "-" else f for f in files]
-            )
-            report = _scan(settings, env, items, source, fmt, quiet=quiet)
+            report = _scan_inputs(settings, env, domains, file, output_format, quiet=quiet)
         raise typer.Exit(int(_exit_status(report, fail_on, env, settings)))
+
+
+@app.command("sitemaps")
+def sitemaps_command(
+    domains: DomainsArgument = None,
+    file: FileOption = None,
+    tenant: TenantOption = DEFAULT_TENANT,
+    database_url: DatabaseUrlOption = None,
+    db_pool_size: PoolOption = 0,
+    no_store: NoStoreOption = False,
+    concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    user_agent: UserAgentOption = DEFAULT_USER_AGENT,
+    allow_net: AllowNetOption = None,
+    store_urls: StoreUrlsOption = 0,
+    output_format: FormatOption = None,
+    fail_on: FailOnOption = FailOn.ERROR,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Scan only robots.txt and the sitemaps of domains (no homepage), like `scan --sitemaps` otherwise.
+
+    robots.txt stands in for the homepage: found the same way (https, http, www.), it decides the
+    status and fills url and http_status. A stopped batch resumes with `domainscan scan --resume ID`.
+    """
+    env = Environment()
+    with _guard(env, debug):
+        if not domains and not file:
+            raise UsageError("nothing to scan: give domains as arguments or --file PATH ('-' for stdin)")
+        settings = Settings.for_scan(
+            tenant=tenant,
+            database_url=database_url,
+            store=not no_store,
+            db_pool_size=db_pool_size,
+            concurrency=concurrency,
+            timeout=timeout,
+            max_bytes=DEFAULT_MAX_BYTES,
+            user_agent=user_agent,
+            phone_region=None,
+            allow_net=list(allow_net or []),
+            debug=debug,
+            homepage=False,
+            sitemaps=True,
+            store_urls=store_urls,
+        )
+        report = _scan_inputs(settings, env, domains, file, output_format, quiet=quiet)
+        raise typer.Exit(int(_exit_status(report, fail_on, env, settings)))
+
+
+def _scan_inputs(
+    settings: Settings,
+    env: Environment,
+    domains: list[str] | None,
+    file: list[str] | None,
+    output_format: OutputFormat | None,
+    *,
+    quiet: bool,
+) -> BatchReport:
+    """A new batch of the domains given as arguments and in files (`scan` and `sitemaps` alike)."""
+    from domainscan.inputs import check_sources, iter_inputs
+
+    fmt = resolve_format(output_format, env)
+    files = list(file or [])
+    check_sources(files)
+    items = iter_inputs(list(domains or []), files, env.stdin)
+    source = ", ".join((["arguments"] if domains else []) + ["stdin" if f == "-" else f for f in files])
+    return _scan(settings, env, items, source, fmt, quiet=quiet)
 
 
 def _scan(

@@ -73,6 +73,9 @@ class Settings:
     user_agent: str = DEFAULT_USER_AGENT
     phone_region: str | None = None
     retries: int = 1
+    homepage: bool = True  # fetch and read each homepage (off for `domainscan sitemaps`)
+    sitemaps: bool = False  # also scan robots.txt and sitemaps (--sitemaps)
+    store_urls: int = 0  # page URLs from sitemaps stored per domain (--store-urls); 0: none
     address_policy: AddressPolicy = field(default_factory=AddressPolicy)  # which addresses may be fetched
     debug: bool = False
     options: dict[str, object] = field(default_factory=dict)  # recorded on the batch, for the record
@@ -87,6 +90,10 @@ class Settings:
             raise UsageError("--db-pool-size must be 0 or more")
         if self.max_bytes < 1024:
             raise UsageError("--max-bytes must be at least 1024")
+        if self.store_urls < 0:
+            raise UsageError("--store-urls must be 0 or more")
+        if not (self.homepage or self.sitemaps):
+            raise UsageError("nothing to scan: neither homepages nor sitemaps")
 
     @property
     def is_default_database(self) -> bool:
@@ -110,6 +117,9 @@ class Settings:
         phone_region: str | None,
         allow_net: list[str],
         debug: bool,
+        homepage: bool = True,
+        sitemaps: bool = False,
+        store_urls: int = 0,
     ) -> Settings:
         """Settings for a scan, with the scan options recorded on the batch (so a resume can reuse them)."""
         from domainscan.netpolicy import parse_networks
@@ -121,6 +131,9 @@ class Settings:
             "user_agent": user_agent,
             "phone_region": phone_region,
             "allow_net": list(allow_net),
+            "homepage": homepage,
+            "sitemaps": sitemaps,
+            "store_urls": store_urls,
         }
         return cls(
             tenant=tenant,
@@ -134,6 +147,9 @@ class Settings:
             phone_region=phone_region.upper() if phone_region else None,
             debug=debug,
             address_policy=AddressPolicy(parse_networks(allow_net)),
+            homepage=homepage,
+            sitemaps=sitemaps,
+            store_urls=store_urls,
             options=options,
         )
 
@@ -155,4 +171,8 @@ class Settings:
             phone_region=pick("phone_region", self.phone_region),
             allow_net=[str(n) for n in pick("allow_net", [])],
             debug=self.debug,
+            # Batches stored before these options existed scanned homepages only.
+            homepage=bool(pick("homepage", True)),
+            sitemaps=bool(pick("sitemaps", False)),
+            store_urls=int(pick("store_urls", 0)),
         )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from lxml import etree
 
@@ -27,6 +27,7 @@ from domainscan import contacts, jsonld, social, tech
 from domainscan.charsets import to_utf8
 from domainscan.contacts import phone_region_for
 from domainscan.models import PageCounts, PageFacts
+from domainscan.weburl import web_url
 
 __all__ = ["extract", "phone_region_for"]  # phone_region_for: the default region, for callers to override
 
@@ -51,6 +52,7 @@ class _Collected:
     touch_icon: str | None = None
     logo_img: str | None = None
     link_hrefs: list[str] = field(default_factory=list)
+    sitemap_hrefs: list[str] = field(default_factory=list)
     script_srcs: list[str] = field(default_factory=list)
     inline_scripts: list[str] = field(default_factory=list)
     json_ld: list[str] = field(default_factory=list)
@@ -106,6 +108,8 @@ def _element(found: _Collected, el: etree._Element, tag: str) -> None:
             found.icon = href
         elif found.touch_icon is None and _TOUCH_ICONS.intersection(rel):
             found.touch_icon = href
+        elif "sitemap" in rel:
+            found.sitemap_hrefs.append(href)
     elif tag == "meta":
         content = el.get("content")
         if content is None:
@@ -147,24 +151,6 @@ def _walk(root: etree._Element) -> _Collected:
                 texts.append(tail)
     found.counts.words = len(" ".join(texts).split())
     return found
-
-
-# -- URLs -----------------------------------------------------------------------------------------------
-
-
-def _absolute(base: str, href: str | None) -> str | None:
-    """`href` resolved against `base`, if that gives a web URL; None for empty, broken, ``javascript:``,
-    ``data:`` and the like (they are no address a user can visit)."""
-    if href is None:
-        return None
-    href = href.strip()
-    if not href:
-        return None
-    try:
-        absolute = urljoin(base, href)
-    except ValueError:
-        return None
-    return absolute if absolute[:8].lower().startswith(("http://", "https://")) else None
 
 
 # -- the entry point ------------------------------------------------------------------------------------
@@ -228,7 +214,7 @@ def extract(
     found = _walk(root)
     if phone_region is None:
         phone_region = phone_region_for(_hostname(url))
-    base = (_absolute(url, found.base) or url) if found.base else url
+    base = (web_url(url, found.base) or url) if found.base else url
     ld = jsonld.read(found.json_ld)
     language = (root.get("lang") or root.get("xml:lang") or "").strip()
     if not language:
@@ -238,9 +224,9 @@ def extract(
         title=found.title,
         description=_first(found.metas, "description", "og:description"),
         language=language or None,
-        canonical_url=_absolute(base, found.canonical),
-        favicon_url=_absolute(base, found.icon or found.touch_icon),
-        logo_url=_absolute(base, ld.logo or found.logo_img),
+        canonical_url=web_url(base, found.canonical),
+        favicon_url=web_url(base, found.icon or found.touch_icon),
+        logo_url=web_url(base, ld.logo or found.logo_img),
         open_graph=_prefixed(found.metas, "og:"),
         twitter=_prefixed(found.metas, "twitter:"),
         json_ld_types=ld.types,
@@ -249,7 +235,7 @@ def extract(
             found.tels, ld.telephones, [t for t in found.texts if "+" in t or "(" in t], phone_region
         ),
         social=social.profiles(
-            [link for href in found.social_hrefs if (link := _absolute(base, href))], ld.same_as
+            [link for href in found.social_hrefs if (link := web_url(base, href))], ld.same_as
         ),
         tech=tech.detect(
             headers=headers,
@@ -261,4 +247,9 @@ def extract(
             html=data,
         ),
         page=found.counts,
+        sitemap_links=list(
+            dict.fromkeys(
+                link for href in found.sitemap_hrefs if (link := web_url(base, href, fragment=False))
+            )
+        ),
     )

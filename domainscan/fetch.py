@@ -1,4 +1,4 @@
-"""The HTTP client: one homepage per domain, under one deadline, with a bounded body.
+"""The HTTP client: a domain's homepage and files (robots.txt, sitemaps), under one deadline, bounded.
 
 Why it looks the way it does:
 
@@ -7,10 +7,19 @@ Why it looks the way it does:
   httpx with ``httpx_aiohttp.AiohttpTransport`` 1.3x (GUIDE §8), so the default transport is aiohttp's,
   with a session we build ourselves to size the connection pool to ``--concurrency``, cache DNS for the
   batch, keep no cookies and bound the response headers.
-- **One deadline per domain.** ``asyncio.timeout(settings.timeout)`` covers every attempt (https, http,
-  ``www.``), every redirect and retry wait, and the body. Per-phase socket timeouts alone let a server
-  that drips a byte a second, or a chain of slow redirects, hold a worker for minutes; the deadline
-  makes ``--timeout`` mean what users think: the longest one domain can take.
+- **One deadline per domain.** A :class:`Deadline` is a moment on the event loop's clock, taken once per
+  domain; every fetch for that domain (the homepage, robots.txt, each sitemap) runs inside
+  ``asyncio.timeout_at`` of that same moment, covering every attempt (https, http, ``www.``), redirect,
+  retry wait and body. Per-phase socket timeouts alone let a server that drips a byte a second, or a
+  chain of slow redirects, hold a worker for minutes; the deadline makes ``--timeout`` mean what users
+  think: the longest one domain can take, homepage and sitemaps together. Each fetch opens its own scope
+  on the shared moment (rather than one scope around them all) so that each can say which URL it was on
+  when time ran out.
+- **Homepages and files.** :meth:`Fetcher.fetch` reads a homepage: HTML sniffing, a short prefix of
+  anything else, the charset a browser would pick. :meth:`Fetcher.fetch_url` and
+  :meth:`Fetcher.fetch_site_file` read any other file of the site (robots.txt, a sitemap) with a byte cap
+  of the caller's. Both go through the same request, redirect, retry, decoding and error machinery;
+  only the ``Accept`` header and the reading of the final body differ (:class:`_Reading`).
 - **A body cap that holds for compressed bodies.** We only advertise gzip and deflate and decompress
   them ourselves with zlib's ``max_length``, so a gzip bomb costs the cap and not a multiple of a
   network chunk (httpx's decoders inflate whole chunks). Brotli and zstd are not advertised: their
@@ -41,8 +50,9 @@ import ssl
 import time
 import urllib.request
 import zlib
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from http.client import HTTPResponse
 from types import TracebackType
 from typing import TypeVar
@@ -62,6 +72,8 @@ from domainscan.netpolicy import AddressPolicy
 
 MAX_REDIRECTS = 10
 ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"
+FILE_ACCEPT = "*/*"  # robots.txt, and whatever a sitemap URL serves (XML, gzip, text)
+PARALLEL_PER_DOMAIN = 4  # requests one domain may have in flight at once (the sitemap scan's)
 ACCEPT_ENCODING = "gzip, deflate"  # only what _Decoder can stop at the cap
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -157,6 +169,37 @@ class _Page:
 
 
 @dataclass(frozen=True, slots=True)
+class _Reading:
+    """What one fetch asks for (`accept`) and how it reads the final response (`read`)."""
+
+    accept: str
+    read: Callable[[httpx.Response], Awaitable[_Page]]
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """The moment, on the running event loop's clock, by which one domain's fetches must be done.
+
+    Take one per domain (:meth:`after`, or :meth:`Fetcher.deadline`) and pass it to every fetch for
+    that domain: the homepage, robots.txt and the sitemaps then share one ``--timeout``.
+    """
+
+    when: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(asyncio.get_running_loop().time() + seconds)
+
+    def left(self) -> float:
+        """Seconds left (negative once it has passed)."""
+        return self.when - asyncio.get_running_loop().time()
+
+    @property
+    def expired(self) -> bool:
+        return self.left() <= 0
+
+
+@dataclass(frozen=True, slots=True)
 class _Wait:
     """The server asked us to come back (429/503) and the wait fits the deadline."""
 
@@ -164,7 +207,8 @@ class _Wait:
 
 
 class Fetcher:
-    """Fetches homepages for a whole batch through one HTTP client; safe for concurrent ``fetch`` calls.
+    """Fetches homepages and site files for a whole batch through one HTTP client; safe for concurrent
+    calls.
 
     Nothing is kept between calls except the client (its connection pool and DNS cache).
     """
@@ -172,8 +216,11 @@ class Fetcher:
     def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
         self._timeout_message = f"timeout: no complete answer within {settings.timeout:g}s"
+        self._homepage = _Reading(ACCEPT, self._read_page)
+        # A domain whose sitemaps are scanned has up to PARALLEL_PER_DOMAIN requests in flight.
+        connections = settings.concurrency * (PARALLEL_PER_DOMAIN if settings.sitemaps else 1)
         self._client = httpx.AsyncClient(
-            transport=transport or _aiohttp_transport(settings.concurrency, settings.address_policy),
+            transport=transport or _aiohttp_transport(connections, settings.address_policy),
             headers={"User-Agent": settings.user_agent, "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING},
             timeout=settings.timeout,
             follow_redirects=False,
@@ -192,24 +239,83 @@ class Fetcher:
     ) -> None:
         await self._client.aclose()
 
-    async def fetch(self, target: Target) -> Fetched:
+    def deadline(self) -> Deadline:
+        """A new domain's deadline: ``settings.timeout`` from now."""
+        return Deadline.after(self._settings.timeout)
+
+    async def fetch(self, target: Target, *, deadline: Deadline | None = None) -> Fetched:
         """Fetch the homepage of `target`: https, then http on a connect/TLS failure, then ``www.``
-        when the name does not resolve; redirects followed and recorded; all within ``settings.timeout``.
+        when the name does not resolve; redirects followed and recorded; all before `deadline`
+        (default: ``settings.timeout`` from now).
 
         Returns 4xx/5xx and non-HTML answers as a Fetched (the pipeline decides what they mean);
         raises FetchError when there is no answer at all.
         """
-        started = time.monotonic()
         trail = _Trail(url=f"https://{target.domain}/")
-        deadline = asyncio.timeout(self._settings.timeout)
+        reading = self._homepage
+        return await self._run(
+            trail, deadline, lambda scope: self._fetch_site(target, "/", trail, scope, reading)
+        )
+
+    async def fetch_url(
+        self,
+        url: str,
+        *,
+        max_bytes: int,
+        deadline: Deadline | None = None,
+        accept: str = FILE_ACCEPT,
+        prefix_only_if: Callable[[bytes], bool] | None = None,
+    ) -> Fetched:
+        """GET one URL of a site (robots.txt, a sitemap), following and recording its redirects, with
+        the homepage's deadline, address policy, retries and Content-Encoding decoding.
+
+        The body is read up to `max_bytes` decoded bytes (``truncated`` beyond), as it is: no charset
+        detection (``is_html`` and ``encoding`` come from the Content-Type alone). `prefix_only_if` is
+        asked about the first KiB of a body: when it says so (a web page where a sitemap was expected,
+        say), only a short prefix is read, ``truncated``. An error status comes back as a Fetched with
+        a short prefix of its body; FetchError when there is no answer at all.
+        """
+        trail = _Trail(url=url)
+        reading = _Reading(accept, partial(self._read_file, limit=max_bytes, prefix_only_if=prefix_only_if))
+        return await self._run(
+            trail, deadline, lambda scope: self._follow(_request_url(url), trail, scope, reading)
+        )
+
+    async def fetch_site_file(
+        self,
+        target: Target,
+        path: str,
+        *,
+        max_bytes: int,
+        deadline: Deadline | None = None,
+        accept: str = FILE_ACCEPT,
+    ) -> Fetched:
+        """Like :meth:`fetch_url` for `path` (``/robots.txt``) on `target`'s site, found the way the
+        homepage is (https, then http, then ``www.``): for when there is no homepage to say where the
+        site answers."""
+        trail = _Trail(url=f"https://{target.domain}{path}")
+        reading = _Reading(accept, partial(self._read_file, limit=max_bytes))
+        return await self._run(
+            trail, deadline, lambda scope: self._fetch_site(target, path, trail, scope, reading)
+        )
+
+    async def _run(
+        self,
+        trail: _Trail,
+        deadline: Deadline | None,
+        go: Callable[[asyncio.Timeout], Awaitable[_Page]],
+    ) -> Fetched:
+        """Run one fetch inside its own scope on the domain's deadline, and describe what it got."""
+        started = time.monotonic()
+        scope = asyncio.timeout_at((deadline or self.deadline()).when)
         try:
-            async with deadline:
-                page = await self._fetch_site(target, trail, deadline)
+            async with scope:
+                page = await go(scope)
         except TimeoutError:
             raise self._timeout_error(trail) from None
         except FetchError as exc:
             # A library that turned the deadline's cancellation into an error of its own still timed out.
-            if deadline.expired():
+            if scope.expired():
                 raise self._timeout_error(trail) from exc
             raise
         return Fetched(
@@ -229,42 +335,48 @@ class Fetcher:
             ErrorKind.TIMEOUT, self._timeout_message, url=trail.url, redirects=tuple(trail.redirects)
         )
 
-    async def _fetch_site(self, target: Target, trail: _Trail, deadline: asyncio.Timeout) -> _Page:
+    async def _fetch_site(
+        self, target: Target, path: str, trail: _Trail, deadline: asyncio.Timeout, reading: _Reading
+    ) -> _Page:
         """The domain as given, then ``www.`` + host when the name has no address."""
         try:
-            return await self._fetch_domain(target.domain, trail, deadline)
+            return await self._fetch_domain(target.domain, path, trail, deadline, reading)
         except FetchError as exc:
             if exc.kind is not ErrorKind.DNS:
                 raise
             no_address = exc
         www = f"www.{target.host}" if target.port is None else f"www.{target.host}:{target.port}"
         try:
-            return await self._fetch_domain(www, trail, deadline)
+            return await self._fetch_domain(www, path, trail, deadline, reading)
         except FetchError as exc:
             if exc.kind is ErrorKind.DNS:
                 raise no_address from None  # say which name the user gave, not the one we guessed
             raise
 
-    async def _fetch_domain(self, domain: str, trail: _Trail, deadline: asyncio.Timeout) -> _Page:
+    async def _fetch_domain(
+        self, domain: str, path: str, trail: _Trail, deadline: asyncio.Timeout, reading: _Reading
+    ) -> _Page:
         """https first; plain http when https cannot be reached at all (refused, reset, TLS failure).
 
         An HTTP error status or a timeout is an answer from (or about) the site, so it is not retried
         over http; neither is a failure after a redirect, since the site chose where to send us.
         """
         try:
-            return await self._follow(_site_url("https", domain), trail, deadline)
+            return await self._follow(_site_url("https", domain, path), trail, deadline, reading)
         except FetchError as exc:
             if exc.kind not in (ErrorKind.CONNECT, ErrorKind.TLS) or exc.redirects:
                 raise
             https_error = exc
         try:
-            return await self._follow(_site_url("http", domain), trail, deadline)
+            return await self._follow(_site_url("http", domain, path), trail, deadline, reading)
         except FetchError as exc:
             if exc.kind is ErrorKind.CONNECT and not exc.redirects:
                 raise https_error from None  # both failed to connect: the https reason is the telling one
             raise
 
-    async def _follow(self, url: httpx.URL, trail: _Trail, deadline: asyncio.Timeout) -> _Page:
+    async def _follow(
+        self, url: httpx.URL, trail: _Trail, deadline: asyncio.Timeout, reading: _Reading
+    ) -> _Page:
         """Request `url` and follow its redirects by hand, recording the chain in `trail`.
 
         A loop is a URL requested again with the same cookies: a redirect back to the same URL that
@@ -275,7 +387,7 @@ class Fetcher:
         while True:
             trail.url = str(url)
             visited.add((trail.url, _cookie_state(trail.cookies)))
-            outcome = await self._request(url, trail, deadline)
+            outcome = await self._request(url, trail, deadline, reading)
             if isinstance(outcome, _Page):
                 return outcome
             trail.redirects.append(str(url))
@@ -302,14 +414,16 @@ class Fetcher:
             redirects=tuple(trail.redirects),
         )
 
-    async def _request(self, url: httpx.URL, trail: _Trail, deadline: asyncio.Timeout) -> _Page | httpx.URL:
+    async def _request(
+        self, url: httpx.URL, trail: _Trail, deadline: asyncio.Timeout, reading: _Reading
+    ) -> _Page | httpx.URL:
         """One URL, retried (``settings.retries`` times) after a dropped connection or a 429/503."""
         attempt = 0
         while True:
             may_retry = attempt < self._settings.retries
             try:
                 with self._translated(url, trail):
-                    outcome = await self._exchange(url, trail, deadline, may_retry=may_retry)
+                    outcome = await self._exchange(url, trail, deadline, reading, may_retry=may_retry)
             except _ConnectionLost:
                 if not may_retry or _time_left(deadline) <= _BACKOFF:
                     raise
@@ -322,12 +436,12 @@ class Fetcher:
             await asyncio.sleep(wait)
 
     async def _exchange(
-        self, url: httpx.URL, trail: _Trail, deadline: asyncio.Timeout, *, may_retry: bool
+        self, url: httpx.URL, trail: _Trail, deadline: asyncio.Timeout, reading: _Reading, *, may_retry: bool
     ) -> _Page | httpx.URL | _Wait:
         """Send one request: a redirect's target, a wait before retrying, or the page."""
         if _is_ip_literal(url.host) and (reason := self._settings.address_policy.check(url.host)):
             raise _Blocked(reason)  # no resolver sees an IP literal: this is where it is checked
-        request = self._client.build_request("GET", url)
+        request = self._client.build_request("GET", url, headers={"Accept": reading.accept})
         trail.cookies.set_cookie_header(request)
         response = await self._client.send(request, stream=True)
         try:
@@ -339,7 +453,7 @@ class Fetcher:
                 wait = _retry_wait(response.headers.get("retry-after"))
                 if wait < _time_left(deadline):
                     return _Wait(wait)
-            return await self._read_page(response)
+            return await reading.read(response)
         finally:
             await response.aclose()
 
@@ -350,19 +464,37 @@ class Fetcher:
             limit = min(self._settings.max_bytes, _PREFIX_BYTES)
         else:
             limit = self._settings.max_bytes
-        body, truncated = await _read_body(response, limit, sniff=media is None)
+        body, truncated = await _read_body(
+            response, limit, prefix_only_if=_not_html if media is None else None
+        )
         is_html = media in _HTML_TYPES or (media is None and _looks_like_html(body))
-        headers: dict[str, str] = {}
-        for name, value in response.headers.multi_items():
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
         return _Page(
             url=str(response.url),
             status=response.status_code,
-            headers=headers,
+            headers=_joined_headers(response),
             body=body,
             truncated=truncated,
             is_html=is_html,
             encoding=decide_encoding(content_type, body) if is_html else content_type_charset(content_type),
+        )
+
+    @staticmethod
+    async def _read_file(
+        response: httpx.Response, *, limit: int, prefix_only_if: Callable[[bytes], bool] | None = None
+    ) -> _Page:
+        """A site file's body as it is, up to `limit` decoded bytes; only a prefix of an error page."""
+        if response.status_code >= 400:
+            limit = min(limit, _PREFIX_BYTES)
+        body, truncated = await _read_body(response, limit, prefix_only_if=prefix_only_if)
+        content_type = response.headers.get("content-type")
+        return _Page(
+            url=str(response.url),
+            status=response.status_code,
+            headers=_joined_headers(response),
+            body=body,
+            truncated=truncated,
+            is_html=_media_type(content_type) in _HTML_TYPES,
+            encoding=content_type_charset(content_type),
         )
 
     @contextlib.contextmanager
@@ -412,14 +544,33 @@ def _cookie_state(cookies: httpx.Cookies) -> _CookieState:
     return frozenset((c.domain, c.path, c.name, c.value) for c in cookies.jar)
 
 
-def _site_url(scheme: str, domain: str) -> httpx.URL:
-    url = f"{scheme}://{domain}/"
+def _site_url(scheme: str, domain: str, path: str = "/") -> httpx.URL:
+    url = f"{scheme}://{domain}{path}"
     try:
         return httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise FetchError(
             ErrorKind.CONNECT, _one_line(f"connect: invalid address {domain!r}"), url=url
         ) from exc
+
+
+def _request_url(url: str) -> httpx.URL:
+    """`url` as httpx reads it; FetchError (connect) for what is no http(s) URL httpx can request."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise FetchError(ErrorKind.CONNECT, _one_line(f"connect: invalid URL {url!r}"), url=url) from exc
+    if parsed.scheme not in _DEFAULT_PORTS or not parsed.host:
+        raise FetchError(ErrorKind.CONNECT, _one_line(f"connect: not an http(s) URL {url!r}"), url=url)
+    return parsed.copy_with(fragment=None)
+
+
+def _joined_headers(response: httpx.Response) -> dict[str, str]:
+    """Lower-case names; a repeated header's values joined with ", "."""
+    headers: dict[str, str] = {}
+    for name, value in response.headers.multi_items():
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 def _time_left(deadline: asyncio.Timeout) -> float:
@@ -567,19 +718,21 @@ class _Decoder:
         return decoded
 
 
-async def _read_body(response: httpx.Response, limit: int, *, sniff: bool) -> tuple[bytes, bool]:
-    """Read at most `limit` decoded bytes; (body, truncated). With `sniff` (no content type), stop
-    after a small prefix unless the body starts like HTML."""
+async def _read_body(
+    response: httpx.Response, limit: int, *, prefix_only_if: Callable[[bytes], bool] | None
+) -> tuple[bytes, bool]:
+    """Read at most `limit` decoded bytes; (body, truncated). When `prefix_only_if` says so of the
+    first _SNIFF_BYTES, stop after a short prefix (_PREFIX_BYTES)."""
     preread = response.is_stream_consumed
     decoder = _Decoder(None if preread else response.headers.get("content-encoding"))
     body = bytearray()
     async with contextlib.aclosing(_raw_chunks(response, preread=preread)) as chunks:
         async for raw in chunks:
             body += decoder.decode(raw, limit - len(body) + 1)
-            if sniff and len(body) >= _SNIFF_BYTES:
-                sniff = False
-                if not _looks_like_html(body):
+            if prefix_only_if is not None and len(body) >= _SNIFF_BYTES:
+                if prefix_only_if(bytes(body[:_SNIFF_BYTES])):
                     limit = min(limit, _PREFIX_BYTES)
+                prefix_only_if = None
             if len(body) > limit or decoder.failed:
                 del body[limit:]
                 return bytes(body), True
@@ -599,6 +752,11 @@ async def _raw_chunks(response: httpx.Response, *, preread: bool) -> AsyncGenera
 def _media_type(content_type: str | None) -> str | None:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     return media or None
+
+
+def _not_html(head: bytes) -> bool:
+    """An untyped homepage body that does not start like HTML is not worth reading past a prefix."""
+    return not _looks_like_html(head)
 
 
 def _looks_like_html(body: bytes | bytearray) -> bool:

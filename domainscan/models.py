@@ -108,6 +108,68 @@ class PageFacts:
     social: dict[str, str] = field(default_factory=dict)
     tech: list[TechHit] = field(default_factory=list)
     page: PageCounts = field(default_factory=PageCounts)
+    # <link rel="sitemap"> targets, absolute: where the sitemap scan looks besides robots.txt. Not a
+    # field of the record (the sitemap fields say what was found there).
+    sitemap_links: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class UrlEntry:
+    """One page of a urlset (or a line of a text sitemap). `lastmod` is the string as written."""
+
+    loc: str
+    lastmod: str | None = None
+    changefreq: str | None = None
+    priority: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SitemapFileInfo:
+    """One fetched sitemap URL, as the record's ``sitemap_files`` and the sitemap_files table show it.
+
+    `kind` is ``urlset``, ``sitemapindex``, ``text``, ``html`` (a web page where a sitemap was expected)
+    or None (nothing usable came back); `found_by` is ``robots``, ``link``, ``probe`` or ``index``.
+    `url_count` counts the ``<loc>`` entries read (child sitemaps for an index). The lastmods are the
+    newest and oldest ``<lastmod>`` as written. `capped`: a limit cut the file short.
+    """
+
+    url: str
+    kind: str | None
+    found_by: str | None
+    url_count: int
+    newest_lastmod: str | None
+    oldest_lastmod: str | None
+    http_status: int | None
+    error: str | None
+    capped: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "kind": self.kind,
+            "found_by": self.found_by,
+            "url_count": self.url_count,
+            "newest_lastmod": self.newest_lastmod,
+            "oldest_lastmod": self.oldest_lastmod,
+            "http_status": self.http_status,
+            "error": self.error,
+            "capped": self.capped,
+        }
+
+
+@dataclass(slots=True)
+class SitemapScan:
+    """What the sitemap scan of one domain found (``--sitemaps``, ``domainscan sitemaps``).
+
+    `urls` holds the page entries kept for storage (``--store-urls N``: at most N, each URL once; None
+    without the option); they are not part of the output record.
+    """
+
+    sitemaps: list[str] = field(default_factory=list)
+    url_count: int = 0
+    robots_allows_root: bool | None = None
+    files: list[SitemapFileInfo] = field(default_factory=list)
+    urls: list[UrlEntry] | None = None
 
 
 # The output record's fields, in the order they are written (GUIDE §4). Users parse these names.
@@ -147,6 +209,8 @@ RECORD_FIELDS: tuple[str, ...] = (
     "has_elementor",
     "page",
 )
+# Added after RECORD_FIELDS, in this order, only to the records of domains whose sitemaps were scanned.
+SITEMAP_FIELDS: tuple[str, ...] = ("sitemaps", "sitemap_url_count", "robots_allows_root", "sitemap_files")
 
 
 @dataclass(slots=True)
@@ -171,6 +235,7 @@ class ScanResult:
     bytes: int | None = None
     truncated: bool = False
     facts: PageFacts = field(default_factory=PageFacts)
+    sitemap: SitemapScan | None = None  # None: sitemaps were not scanned
 
     @property
     def status(self) -> str:
@@ -181,10 +246,11 @@ class ScanResult:
         return self.error_kind is None
 
     def to_record(self) -> dict[str, Any]:
-        """The JSON Lines record of GUIDE §4, fields in RECORD_FIELDS order."""
+        """The JSON Lines record of GUIDE §4, fields in RECORD_FIELDS order, then SITEMAP_FIELDS when
+        sitemaps were scanned."""
         f = self.facts
         wp = next((t for t in f.tech if t.name == "WordPress"), None)
-        return {
+        record: dict[str, Any] = {
             "domain": self.domain,
             "input": self.input,
             "tenant": self.tenant,
@@ -220,6 +286,12 @@ class ScanResult:
             "has_elementor": any(t.name == "Elementor" for t in f.tech),
             "page": f.page.to_dict(),
         }
+        if (sm := self.sitemap) is not None:
+            record["sitemaps"] = list(sm.sitemaps)
+            record["sitemap_url_count"] = sm.url_count
+            record["robots_allows_root"] = sm.robots_allows_root
+            record["sitemap_files"] = [file.to_dict() for file in sm.files]
+        return record
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from domainscan.config import OutputFormat
-from domainscan.models import RECORD_FIELDS
+from domainscan.models import RECORD_FIELDS, SITEMAP_FIELDS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -144,6 +144,13 @@ SCAN_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
 )
 
 
+# Added to the scan table when the records have sitemap fields.
+SITEMAP_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+    ("sitemaps", lambda r: str(len(r.get("sitemaps") or []))),
+    ("urls", lambda r: "" if r.get("sitemap_url_count") is None else str(r["sitemap_url_count"])),
+)
+
+
 def _clip(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -180,10 +187,13 @@ class TableWriter:
         else:
             table = Table(show_lines=False)
             if self._columns is None:
-                for header, _ in SCAN_COLUMNS:
+                columns = SCAN_COLUMNS
+                if any("sitemaps" in row for row in self._rows):
+                    columns += SITEMAP_COLUMNS
+                for header, _ in columns:
                     table.add_column(header, overflow="fold")
                 for row in self._rows:
-                    table.add_row(*(show(row) for _, show in SCAN_COLUMNS))
+                    table.add_row(*(show(row) for _, show in columns))
             else:
                 for column in self._columns:
                     table.add_column(column, overflow="fold")
@@ -216,7 +226,9 @@ def make_writer(fmt: OutputFormat, env: Environment, *, columns: Sequence[str] |
     if fmt is OutputFormat.JSON:
         return JsonArrayWriter(env.stdout)
     if fmt is OutputFormat.CSV:
-        return CsvWriter(env.stdout, columns or RECORD_FIELDS)
+        # Scan records: the sitemap columns are always there (empty when sitemaps were not scanned), so
+        # a CSV has the same header whatever the batch (a --resume does not know its options up front).
+        return CsvWriter(env.stdout, columns or (*RECORD_FIELDS, *SITEMAP_FIELDS))
     return TableWriter(env, columns)
 
 

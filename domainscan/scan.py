@@ -1,8 +1,17 @@
-"""One domain, start to finish: fetch its homepage, judge the answer, extract the facts.
+"""One domain, start to finish: fetch its homepage, judge the answer, extract the facts, and (with
+``--sitemaps``) scan its robots.txt and sitemaps, all under one deadline.
 
 Every outcome is a ScanResult: a failure becomes an error record with its ErrorKind, never an
 exception, so one bad site cannot stop a batch. Also the records for inputs that were never fetched
 (invalid lines, cancelled scans), so they share one shape.
+
+The homepage decides the domain's status; the sitemap scan only adds its own fields, and its failures
+stay in its per-file records. Sitemaps are looked for whenever the site answered at all (an HTTP error
+status, a page that is not HTML and a redirect loop are answers; robots.txt and sitemaps are served
+independently of the homepage), and not when it could not be reached (dns, connect, tls, blocked,
+timeout). Without the homepage (``domainscan sitemaps``), robots.txt takes its place: found the way a
+homepage is (https, http, ``www.``), it decides the status and fills ``url``, ``http_status`` and the
+other response fields.
 """
 
 from __future__ import annotations
@@ -14,8 +23,9 @@ from datetime import UTC, datetime
 from domainscan.config import Settings
 from domainscan.errors import ErrorKind, FetchError
 from domainscan.extract import extract, phone_region_for
-from domainscan.fetch import Fetcher
+from domainscan.fetch import Deadline, Fetcher
 from domainscan.models import Fetched, InvalidInput, ScanResult, Target
+from domainscan.sitemapscan import ROBOTS_MAX_BYTES, ROBOTS_PATH, robots_facts, scan_sitemaps, site_of
 
 THREAD_PARSE_BYTES = 1 << 20  # bodies larger than this are parsed off the event loop
 
@@ -38,7 +48,8 @@ def invalid_result(item: InvalidInput, tenant: str) -> ScanResult:
 
 
 async def scan_one(fetcher: Fetcher, target: Target, settings: Settings) -> ScanResult:
-    """Fetch one homepage and extract its facts; every failure becomes an error record, none escapes."""
+    """Scan one domain as `settings` say (homepage, sitemaps or both) within ``settings.timeout``;
+    every failure becomes an error record, none escapes."""
     started = time.monotonic()
     result = ScanResult(
         domain=target.domain,
@@ -47,13 +58,27 @@ async def scan_one(fetcher: Fetcher, target: Target, settings: Settings) -> Scan
         scanned_at=utc_now(),
         line=target.line,
     )
+    deadline = Deadline.after(settings.timeout)
+    if settings.homepage:
+        site = await _scan_homepage(fetcher, target, settings, deadline, result)
+        if settings.sitemaps and site is not None:
+            links = result.facts.sitemap_links
+            result.sitemap = await scan_sitemaps(fetcher, site, settings, deadline, links=links)
+    else:
+        await _scan_sitemaps_alone(fetcher, target, settings, deadline, result)
+    result.elapsed_ms = round((time.monotonic() - started) * 1000)
+    return result
+
+
+async def _scan_homepage(
+    fetcher: Fetcher, target: Target, settings: Settings, deadline: Deadline, result: ScanResult
+) -> str | None:
+    """Fetch the homepage into `result`; returns the root of the site that answered (None: nothing did)."""
     try:
-        fetched = await fetcher.fetch(target)
+        fetched = await fetcher.fetch(target, deadline=deadline)
     except FetchError as exc:
-        result.error_kind, result.error = exc.kind, exc.message
-        result.url, result.redirects = exc.url, list(exc.redirects)
-        result.elapsed_ms = round((time.monotonic() - started) * 1000)
-        return result
+        _describe_error(result, exc)
+        return _answered(exc)
     _describe_response(result, fetched)
     if fetched.http_status >= 400:
         result.error_kind = ErrorKind.HTTP_STATUS
@@ -70,8 +95,42 @@ async def scan_one(fetcher: Fetcher, target: Target, settings: Settings) -> Scan
             )
         else:
             result.facts = extract(*args, encoding=fetched.encoding, phone_region=region)
-    result.elapsed_ms = round((time.monotonic() - started) * 1000)
-    return result
+    return site_of(fetched.url)
+
+
+async def _scan_sitemaps_alone(
+    fetcher: Fetcher, target: Target, settings: Settings, deadline: Deadline, result: ScanResult
+) -> None:
+    """``domainscan sitemaps``: robots.txt stands in for the homepage, then the sitemaps of its site."""
+    try:
+        robots = await fetcher.fetch_site_file(
+            target, ROBOTS_PATH, max_bytes=ROBOTS_MAX_BYTES, deadline=deadline
+        )
+    except FetchError as exc:
+        _describe_error(result, exc)
+        if (site := _answered(exc)) is not None:
+            result.sitemap = await scan_sitemaps(
+                fetcher, site, settings, deadline, robots=robots_facts(None, settings.user_agent)
+            )
+        return
+    _describe_response(result, robots)
+    site = site_of(robots.redirects[0] if robots.redirects else robots.url)  # where the site answered
+    facts = robots_facts(robots, settings.user_agent)
+    result.sitemap = await scan_sitemaps(fetcher, site, settings, deadline, robots=facts)
+
+
+def _describe_error(result: ScanResult, exc: FetchError) -> None:
+    result.error_kind, result.error = exc.kind, exc.message
+    result.url, result.redirects = exc.url, list(exc.redirects)
+
+
+def _answered(exc: FetchError) -> str | None:
+    """The root of the site, when a failed fetch still got answers from it: a redirect loop is a site
+    that answers (its robots.txt and sitemaps may well be served); dns, connect, tls, blocked and
+    timeout are not."""
+    if exc.kind is ErrorKind.REDIRECT_LOOP and exc.redirects:
+        return site_of(exc.redirects[0])
+    return None
 
 
 def _describe_response(result: ScanResult, fetched: Fetched) -> None:

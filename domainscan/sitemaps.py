@@ -35,13 +35,17 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from enum import StrEnum
 from itertools import chain
 from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
 from protego import Protego
+
+from domainscan.dates import parse_w3c_datetime
+from domainscan.models import UrlEntry  # a plain value the rest of domainscan passes around too
+from domainscan.weburl import web_url
 
 __all__ = [
     "MAX_BYTES",
@@ -57,6 +61,7 @@ __all__ = [
     "SitemapFile",
     "SitemapKind",
     "UrlEntry",
+    "is_html_page",
     "parse_robots",
     "parse_sitemap",
     "parse_w3c_datetime",
@@ -110,16 +115,6 @@ class RobotsFacts:
     sitemaps: tuple[str, ...] = ()
     allows_root: bool = True
     status: str = "ok"
-
-
-@dataclass(frozen=True, slots=True)
-class UrlEntry:
-    """One page of a urlset (or a line of a text sitemap). `lastmod` is the string as written."""
-
-    loc: str
-    lastmod: str | None = None
-    changefreq: str | None = None
-    priority: float | None = None
 
 
 @dataclass(slots=True)
@@ -186,22 +181,6 @@ class SitemapFacts:
 # -- robots.txt and discovery ---------------------------------------------------------------------------
 
 
-def _web_url(base: str, href: str | None) -> str | None:
-    """`href` resolved against `base` without its fragment, if that gives an http(s) URL."""
-    if href is None:
-        return None
-    href = href.strip()
-    if not href:
-        return None
-    try:
-        url = urljoin(base, href)
-    except ValueError:
-        return None
-    if not url[:8].lower().startswith(("http://", "https://")):
-        return None
-    return url.partition("#")[0]
-
-
 def _unique(urls: Iterable[str | None]) -> list[str]:
     seen: set[str] = set()
     out = []
@@ -216,7 +195,7 @@ def parse_robots(text: str, robots_url: str, user_agent: str) -> RobotsFacts:
     """The ``Sitemap:`` URLs of a robots.txt (resolved against `robots_url`, each once, in order) and
     whether `user_agent` may fetch the site's ``/``."""
     robots = Protego.parse(text)
-    sitemaps = _unique(_web_url(robots_url, s) for s in robots.sitemaps)
+    sitemaps = _unique(web_url(robots_url, s, fragment=False) for s in robots.sitemaps)
     allows_root = robots.can_fetch(urljoin(robots_url, "/"), user_agent)
     return RobotsFacts(sitemaps=tuple(sitemaps), allows_root=allows_root, status="ok")
 
@@ -253,7 +232,7 @@ def sitemap_links(doc: etree._Element | bytes, base_url: str) -> list[str]:
     for link in root.iter("link", _XHTML_LINK):
         rel = link.get("rel")
         if rel and "sitemap" in rel.lower().split():
-            found.append(_web_url(base_url, link.get("href")))
+            found.append(web_url(base_url, link.get("href"), fragment=False))
     return _unique(found)
 
 
@@ -262,41 +241,7 @@ def probe_urls(site_url: str) -> list[str]:
     return [urljoin(site_url, path) for path in PROBE_PATHS]
 
 
-# -- W3C datetimes --------------------------------------------------------------------------------------
-
-_W3C = re.compile(
-    r"(\d{4})(?:-(\d{2})(?:-(\d{2})"
-    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
-    r"\s*(?:([Zz])|([+-])(\d{2}):?(\d{2}))?)?)?)?"
-)
-
-
-def parse_w3c_datetime(value: str) -> datetime | None:
-    """A W3C datetime (``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD``, ``YYYY-MM-DDThh:mm[:ss[.s]]TZD``) as an
-    aware UTC datetime; None when it is none. A missing zone is read as UTC, as is a bare date."""
-    m = _W3C.fullmatch(value.strip())
-    if m is None:
-        return None
-    year, month, day, hour, minute, second, fraction, _zulu, sign, off_h, off_m = m.groups()
-    try:
-        tz = UTC
-        if sign:
-            offset = timedelta(hours=int(off_h), minutes=int(off_m))
-            tz = timezone(-offset if sign == "-" else offset)
-        micro = int((fraction or "0")[:6].ljust(6, "0"))
-        stamp = datetime(
-            int(year),
-            int(month or 1),
-            int(day or 1),
-            int(hour or 0),
-            int(minute or 0),
-            int(second or 0),
-            micro,
-            tzinfo=tz,
-        )
-        return stamp.astimezone(UTC)
-    except ValueError:  # month 13, hour 25, an offset past a day, year 0
-        return None
+# -- lastmods (W3C datetimes) ---------------------------------------------------------------------------
 
 
 class _Lastmods:
@@ -474,7 +419,9 @@ def _root_name(head: bytes) -> str | None:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         text = head.decode("utf-16", "ignore")
     else:
-        text = head.decode("latin-1")  # only ASCII syntax is looked at; every byte maps to a char
+        # Only ASCII syntax is looked at; every byte maps to a char. (A UTF-8 BOM goes first: in
+        # latin-1 it would be three letters before the root.)
+        text = head.removeprefix(b"\xef\xbb\xbf").decode("latin-1")
     text = text.lstrip("\ufeff")
     pos = 0
     while m := _PROLOG_ITEM.match(text, pos):
@@ -488,6 +435,16 @@ def _root_name(head: bytes) -> str | None:
         raise _Refused
     root = _ROOT.match(text, pos)
     return root.group(1) if root else None
+
+
+def is_html_page(head: bytes) -> bool:
+    """Whether a body that starts with `head` (its first KiB is enough) is a web page (an HTML doctype
+    or ``<html>`` root), and so no sitemap: a fetcher may stop reading it there. False when in doubt."""
+    try:
+        root = _root_name(head)
+    except _Refused:
+        return False
+    return root is not None and root.lower() == "html"
 
 
 def _is_html_type(content_type: str | None) -> bool:
@@ -701,7 +658,7 @@ def _parse_xml(
                 continue
             loc = loc.strip()
             if not loc.startswith(_WEB_PREFIXES):
-                resolved = _web_url(base, loc)
+                resolved = web_url(base, loc, fragment=False)
                 if resolved is None:
                     continue
                 loc = resolved

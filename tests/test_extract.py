@@ -151,6 +151,23 @@ def test_relative_urls_resolve_against_base_href() -> None:
     assert facts.page.words == 8
 
 
+def test_sitemap_links_resolve_against_base_href_once_each() -> None:
+    html = (
+        b'<html><head><base href="https://cdn.example.net/site/">'
+        b'<link rel="sitemap" type="application/xml" href="sitemap.xml">'
+        b'<link rel="Sitemap" href="sitemap.xml#again">'
+        b'<link rel="alternate sitemap" href="https://example.com/news.xml">'
+        b'<link rel="sitemap" href="javascript:void(0)"><link rel="stylesheet" href="s.css">'
+        b"</head></html>"
+    )
+    facts = extract(html, "https://example.com/", {})
+    assert facts.sitemap_links == ["https://cdn.example.net/site/sitemap.xml", "https://example.com/news.xml"]
+    assert (
+        "sitemap_links"
+        not in ScanResult(domain="x", input="x", tenant="t", scanned_at="", facts=facts).to_record()
+    )
+
+
 def test_share_links_and_homepages_are_not_profiles() -> None:
     facts = page("social", "https://timberworks.com/")
     assert facts.social == {

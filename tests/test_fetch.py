@@ -857,3 +857,147 @@ async def test_the_resolver_drops_refused_addresses(
             await resolver.resolve("rebind.test", 80)
     else:
         assert [r["host"] for r in await resolver.resolve("rebind.test", 80)] == allowed
+
+
+# --- site files: robots.txt and sitemaps -------------------------------------------------------------
+
+
+async def fetch_file(handler: Handler, url: str, *, cap: int = 1 << 20, **overrides: Any) -> Fetched:
+    """`cap` is the file's byte cap; `overrides` are settings (the homepage's --max-bytes among them)."""
+    async with Fetcher(settings(**overrides), transport=httpx.MockTransport(handler)) as fetcher:
+        return await fetcher.fetch_url(url, max_bytes=cap)
+
+
+async def test_a_file_follows_and_records_redirects_and_is_read_as_it_is() -> None:
+    xml = b'<?xml version="1.0"?><urlset><url><loc>https://www.example.com/</loc></url></urlset>'
+    accepts: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        accepts.append(request.headers["accept"])
+        if request.url.host == "example.com":
+            return httpx.Response(301, headers={"location": "https://www.example.com/sitemap.xml#top"})
+        return httpx.Response(200, headers={"content-type": "text/html"}, content=xml)  # a mislabelled file
+
+    fetched = await fetch_file(handler, "https://example.com/sitemap.xml")
+    assert fetched.url == "https://www.example.com/sitemap.xml"
+    assert fetched.redirects == ("https://example.com/sitemap.xml",)
+    assert (fetched.http_status, fetched.body, fetched.truncated) == (200, xml, False)
+    assert fetched.is_html  # from the Content-Type alone: nothing is sniffed, nothing decoded
+    assert accepts == ["*/*", "*/*"]
+
+
+async def test_a_file_has_its_own_cap_whatever_max_bytes_says() -> None:
+    body = b"https://example.com/page\n" * 10_000  # 250,000 bytes
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/plain"}, content=body)
+
+    small = await fetch_file(handler, "https://example.com/sitemap.txt", cap=100_000, max_bytes=4096)
+    assert (len(small.body), small.truncated) == (100_000, True)
+    whole = await fetch_file(handler, "https://example.com/sitemap.txt", cap=len(body), max_bytes=4096)
+    assert (whole.body, whole.truncated) == (body, False)  # far over the homepage's --max-bytes (4096 here)
+
+
+async def test_a_gzip_encoded_file_is_decoded_up_to_its_cap(gzip_bomb: bytes) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": "application/xml", "content-encoding": "gzip"}
+        if request.url.path == "/bomb.xml":
+            return httpx.Response(200, headers=headers, content=chunks(gzip_bomb, 65536))
+        return httpx.Response(200, headers=headers, content=chunks(gzip.compress(b"<urlset/>"), 4))
+
+    small = await fetch_file(handler, "https://example.com/sitemap.xml")
+    assert (small.body, small.truncated) == (b"<urlset/>", False)
+    bomb = await fetch_file(handler, "https://example.com/bomb.xml", cap=2 << 20)
+    assert (len(bomb.body), bomb.truncated) == (2 << 20, True)
+
+
+async def test_a_file_redirected_to_a_private_address_is_blocked() -> None:
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(302, headers={"location": "http://169.254.169.254/sitemap.xml"})
+
+    with pytest.raises(FetchError) as info:
+        await fetch_file(handler, "https://example.com/robots.txt", address_policy=AddressPolicy())
+    assert info.value.kind is ErrorKind.BLOCKED
+    assert info.value.redirects == ("https://example.com/robots.txt",)
+    assert seen == ["https://example.com/robots.txt"]
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/sitemap.xml", "https://exa mple.com/x", "not a url"])
+async def test_a_file_url_that_is_no_web_address_is_a_connect_error(url: str) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("nothing is requested")
+
+    with pytest.raises(FetchError) as info:
+        await fetch_file(handler, url)
+    assert info.value.kind is ErrorKind.CONNECT
+    assert "\n" not in str(info.value)
+
+
+async def test_an_error_status_file_comes_back_with_a_prefix() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, headers=HTML, content=b"<html>" + b"x" * 100_000)
+
+    fetched = await fetch_file(handler, "https://example.com/robots.txt")
+    assert fetched.http_status == 404
+    assert len(fetched.body) == 16 * 1024
+
+
+async def test_a_site_file_is_found_the_way_the_homepage_is() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "example.com":
+            raise no_address(request)
+        if request.url.scheme == "https":
+            raise httpx.ConnectError("refused", request=request) from ConnectionRefusedError(111, "refused")
+        return httpx.Response(200, headers={"content-type": "text/plain"}, content=b"User-agent: *\n")
+
+    async with Fetcher(settings(), transport=httpx.MockTransport(handler)) as fetcher:
+        fetched = await fetcher.fetch_site_file(target(), "/robots.txt", max_bytes=1000)
+    assert fetched.url == "http://www.example.com/robots.txt"
+    assert fetched.body == b"User-agent: *\n"
+
+
+async def test_one_deadline_covers_the_homepage_and_the_files_after_it() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.4)
+        return httpx.Response(200, headers=HTML, content=PAGE)
+
+    async with Fetcher(settings(timeout=1.0), transport=httpx.MockTransport(handler)) as fetcher:
+        started = time.monotonic()
+        deadline = fetcher.deadline()
+        await fetcher.fetch(target(), deadline=deadline)
+        await fetcher.fetch_url("https://example.com/robots.txt", max_bytes=1000, deadline=deadline)
+        with pytest.raises(FetchError) as info:
+            await fetcher.fetch_url("https://example.com/sitemap.xml", max_bytes=1000, deadline=deadline)
+        took = time.monotonic() - started
+        assert info.value.kind is ErrorKind.TIMEOUT
+        assert info.value.url == "https://example.com/sitemap.xml"
+        assert 0.95 < took < 1.3
+        assert deadline.expired
+        with pytest.raises(FetchError, match=r"^timeout: "):  # a spent deadline fails at once
+            await fetcher.fetch_url("https://example.com/late.xml", max_bytes=1000, deadline=deadline)
+        assert time.monotonic() - started < 1.4
+
+
+async def test_a_file_can_be_read_only_far_enough_to_tell_what_it_is() -> None:
+    yielded: list[int] = []
+
+    async def page_body() -> AsyncIterator[bytes]:
+        yield b"<!DOCTYPE html><html><head><title>Soft 404</title></head><body>"
+        for _ in range(1000):
+            yielded.append(1)
+            yield b"x" * 8192
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/html"}, content=page_body())
+
+    async with Fetcher(settings(), transport=httpx.MockTransport(handler)) as fetcher:
+        fetched = await fetcher.fetch_url(
+            "https://example.com/sitemap.xml",
+            max_bytes=50 << 20,
+            prefix_only_if=lambda head: head.startswith(b"<!DOCTYPE html>"),
+        )
+    assert (len(fetched.body), fetched.truncated) == (16 * 1024, True)
+    assert len(yielded) < 5  # the other 8 MB were never read

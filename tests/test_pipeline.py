@@ -50,7 +50,7 @@ class FakeFetcher:
     ) -> None:
         return None
 
-    async def fetch(self, t: Target) -> Fetched:
+    async def fetch(self, t: Target, *, deadline: object = None) -> Fetched:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -96,7 +96,7 @@ async def test_concurrency_is_bounded_and_every_input_reported() -> None:
 
 async def test_slow_site_does_not_hold_the_others() -> None:
     class OneSlow(FakeFetcher):
-        async def fetch(self, t: Target) -> Fetched:
+        async def fetch(self, t: Target, *, deadline: object = None) -> Fetched:
             if t.domain == "slow.example":
                 await asyncio.sleep(1.0)
             return await super().fetch(t)
@@ -219,7 +219,7 @@ async def test_an_unreadable_input_finishes_what_was_admitted_then_fails_the_bat
 
 async def test_a_bug_in_a_worker_stops_the_batch_loudly() -> None:
     class Buggy(FakeFetcher):
-        async def fetch(self, t: Target) -> Fetched:
+        async def fetch(self, t: Target, *, deadline: object = None) -> Fetched:
             if t.domain == "bug.example":
                 raise RuntimeError("boom")
             return await super().fetch(t)

@@ -711,9 +711,10 @@ async def test_0002_upgrades_a_0001_database_in_place(
             started_at=two_hours_ago,
         ),
     )
+    monkeypatch.setattr(migrate, "HEAD", "0002")  # (0003 and later are tested on their own)
     with pytest.raises(SchemaError, match="at revision 0001, this domainscan needs 0002"):
         await open_repository(url)
-    assert (await upgrade_database(url))[0] == HEAD == "0002"
+    assert (await upgrade_database(url))[0] == "0002"
     repository = await open_repository(url)
     try:
         old = await repository.get_batch(tenant, 1)

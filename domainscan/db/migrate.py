@@ -28,7 +28,7 @@ from domainscan.db.urls import display
 from domainscan.errors import SchemaError
 
 VERSION_TABLE = "domainscan_alembic_version"
-HEAD = "0002"  # the revision this code needs; a test checks it is the head of migrations/versions
+HEAD = "0003"  # the revision this code needs; a test checks it is the head of migrations/versions
 _LOCK_KEY = 0x646F6D61696E  # "domain": the pg_advisory_xact_lock key that serializes upgrades
 _SCRIPTS = Path(__file__).with_name("migrations")
 

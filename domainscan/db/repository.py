@@ -19,14 +19,17 @@ Concurrency, because several domainscan processes may write one database:
 * Get-or-create of a domain is one ``INSERT ... ON CONFLICT (tenant, domain) DO UPDATE ... RETURNING``
   (a no-op update, so existing rows come back too): two processes adding the same new domain both get
   the one row, with no SELECT-then-INSERT window and no IntegrityError to retry.
-* Writers lock rows in one order: domains sorted by name, then jobs, the batch row last. Two
-  transactions that touch the same rows then queue behind each other instead of deadlocking. (add_jobs
+* Writers lock rows in one order: domains sorted by name, then those domains' sitemap rows (sitemap_files,
+  sitemap_urls, each by domain and URL), then jobs, the batch row last. Two transactions that touch the
+  same rows then queue behind each other instead of deadlocking. (add_jobs
   waits on a job row while it holds domains: its insert checks the batch's existing jobs for conflicts.
   A process admits later inputs while it finishes earlier ones, so this order matters even within one.)
   finish_jobs reads its jobs first without locking them and then updates each only if its status is
   still the one it read (compare-and-set); a job that changed in between makes it start over.
 * A domain's latest facts are only replaced by a scan that is not older than the stored one (a guard on
-  ``last_scanned_at``): two batches may scan a domain at the same time and finish in either order.
+  ``last_scanned_at``): two batches may scan a domain at the same time and finish in either order. Its
+  sitemap rows follow its latest facts: written (upserted, and rows the scan no longer found deleted)
+  only by the scan whose facts the domain row now holds.
 * A running job carries a lease (owner, expiry); a running batch a heartbeat that every write of its
   process refreshes. ``reopen_batch`` (``--resume``) refuses a batch whose heartbeat is fresh, and takes
   back only jobs that were cancelled or whose lease has expired: nothing is scanned twice.
@@ -36,6 +39,7 @@ Every statement filters by tenant; ids from another tenant simply match nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -48,7 +52,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, Select, Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Row, Select, Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenacity import (
@@ -59,14 +63,16 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from domainscan.dates import parse_w3c_datetime
 from domainscan.db.engine import create_engine, read_only
 from domainscan.db.errors import TransientStorageError, wrap_db_errors
 from domainscan.db.migrate import HEAD, check_schema, current_revision, upgrade
-from domainscan.db.tables import BATCH_STATUSES, batches, domains, jobs
+from domainscan.db.tables import BATCH_STATUSES, batches, domains, jobs, sitemap_files, sitemap_urls
 from domainscan.db.types import UTCDateTime, parse_iso, to_iso, utcnow
 from domainscan.errors import ErrorKind, StorageError
 from domainscan.models import (
     RECORD_FIELDS,
+    SITEMAP_FIELDS,
     BatchInfo,
     DomainInfo,
     ImportCounts,
@@ -74,6 +80,7 @@ from domainscan.models import (
     JobInfo,
     ScanResult,
     Target,
+    UrlEntry,
 )
 
 PAGE_SIZE = 500  # rows per list_domains/list_jobs page, each page its own short transaction
@@ -87,6 +94,10 @@ IMPORT_CHUNK = 500  # spooled records stored per transaction
 _IDS_PER_STATEMENT = 1000  # keeps IN (...) lists far below SQLite's and PostgreSQL's parameter limits
 _TERMINAL = ("succeeded", "failed")  # a job with one of these has its outcome; cancelled is resumable
 _OWNER_LENGTH = 128
+# URLs longer than this (in UTF-8 bytes) are not stored in the sitemap tables: the sitemap protocol
+# allows 2,048 characters, and PostgreSQL's unique index would refuse a key of more than ~2,700 bytes.
+MAX_STORED_URL = 2048
+_CHANGEFREQS = frozenset({"always", "hourly", "daily", "weekly", "monthly", "yearly", "never"})
 
 _log = logging.getLogger("domainscan.db")
 _T = TypeVar("_T")
@@ -422,16 +433,19 @@ class Repository:
         (succeeded, failed, or cancelled when the scan was stopped), its full output record (the
         history), and loses its lease; each scanned domain its latest facts and one more scan, unless a
         newer scan is already stored or this one was cancelled; the batch its ok/failed/invalid counts
-        (a cancelled scan counts as failed) and a heartbeat. A job that already succeeded or failed is
-        left as it is and counts nothing: calling this twice with the same results (a retry) stores them
-        once, and so does calling it for an invalid input's job (add_jobs finished those).
+        (a cancelled scan counts as failed) and a heartbeat. A domain whose sitemaps were scanned gets
+        its sitemap_files rows (and, when the result kept page URLs, its sitemap_urls rows) replaced by
+        what this scan found, under the same guard as its latest facts. A job that already succeeded
+        or failed is left as it is and counts nothing: calling this twice with the same results (a
+        retry) stores them once, and so does calling it for an invalid input's job (add_jobs finished
+        those).
         Raises StorageError, writing nothing, if a result names a job outside this tenant's batch.
         """
         if not results:
             return 0
         if any(r.job_id is None for r in results):
             raise ValueError("finish_jobs needs results with a job_id (from add_jobs)")
-        outcomes = [_Outcome.from_record(r.to_record()) for r in results]
+        outcomes = [_Outcome.from_result(r) for r in results]
         now = utcnow()
 
         async def op(retry: bool) -> int:
@@ -684,6 +698,15 @@ class _Outcome:
     url: str | None
     title: str | None
     record: dict[str, Any]
+    sitemap_files: tuple[_SitemapFileRow, ...] | None = None  # None: sitemaps were not scanned
+    urls: Sequence[UrlEntry] | None = None  # None: page URLs were not kept (only results have them)
+
+    @classmethod
+    def from_result(cls, result: ScanResult) -> _Outcome:
+        outcome = cls.from_record(result.to_record())
+        if result.sitemap is not None and result.sitemap.urls is not None:
+            return dataclasses.replace(outcome, urls=result.sitemap.urls)
+        return outcome
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> _Outcome:
@@ -708,6 +731,7 @@ class _Outcome:
             url=_optional(record, "url", str),
             title=_optional(record, "title", str),
             record=dict(record),
+            sitemap_files=_sitemap_files(record),
         )
 
     def finish_params(self, old_status: str, now: datetime) -> dict[str, Any]:
@@ -734,6 +758,59 @@ class _Outcome:
             "p_title": self.title,
             "p_record": self.record,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _SitemapFileRow:
+    """One entry of a record's ``sitemap_files``, as the sitemap_files table stores it."""
+
+    url: str
+    kind: str | None
+    found_by: str | None
+    url_count: int
+    newest_lastmod: datetime | None
+    oldest_lastmod: datetime | None
+    http_status: int | None
+    error: str | None
+    capped: bool
+
+
+def _sitemap_files(record: Mapping[str, Any]) -> tuple[_SitemapFileRow, ...] | None:
+    """A record's ``sitemap_files`` (None when it has none); TypeError when they are not what a scan
+    writes."""
+    files = record.get("sitemap_files")
+    if files is None:
+        return None
+    if not isinstance(files, list):
+        raise TypeError("sitemap_files is not a list")
+    rows = []
+    for file in files:
+        if not isinstance(file, Mapping) or not isinstance(file.get("url"), str):
+            raise TypeError("a sitemap_files entry without a url")
+        newest, oldest = _optional(file, "newest_lastmod", str), _optional(file, "oldest_lastmod", str)
+        rows.append(
+            _SitemapFileRow(
+                url=file["url"],
+                kind=_short(_optional(file, "kind", str)),
+                found_by=_short(_optional(file, "found_by", str)),
+                url_count=_optional(file, "url_count", int) or 0,
+                newest_lastmod=None if newest is None else parse_w3c_datetime(newest),
+                oldest_lastmod=None if oldest is None else parse_w3c_datetime(oldest),
+                http_status=_optional(file, "http_status", int),
+                error=_optional(file, "error", str),
+                capped=file.get("capped") is True,
+            )
+        )
+    return tuple(rows)
+
+
+def _short(value: str | None) -> str | None:
+    return None if value is None else value[:16]
+
+
+def _storable(url: str) -> bool:
+    """Whether a URL fits the sitemap tables (see MAX_STORED_URL; PostgreSQL refuses NUL in text)."""
+    return "\x00" not in url and len(url.encode("utf-8", "surrogatepass")) <= MAX_STORED_URL
 
 
 def _optional(record: Mapping[str, Any], key: str, kind: type[_T]) -> _T | None:
@@ -819,10 +896,11 @@ async def _finish(
         ((o, row) for o, row in changes if row.domain_id is not None and o.status != "cancelled"),
         key=lambda change: str(change[1].domain),
     )
-    if scanned:  # domains before jobs (see the module docstring)
+    if scanned:  # domains, then their sitemap rows, before jobs (see the module docstring)
         params = [o.domain_params(row.domain_id) for o, row in scanned]
         await conn.execute(_COUNT_SCAN.where(domains.c.tenant == tenant), params)
         await conn.execute(_LATEST_FACTS.where(domains.c.tenant == tenant), params)
+        await _store_sitemaps(conn, tenant, scanned)
     finished = await conn.execute(
         _FINISH_JOB.where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id),
         [o.finish_params(row.status, now) for o, row in changes],
@@ -845,6 +923,94 @@ async def _finish(
     )
     tally.finished += len(changes)
     return tally
+
+
+async def _store_sitemaps(
+    conn: AsyncConnection, tenant: str, scanned: Sequence[tuple[_Outcome, Any]]
+) -> None:
+    """Make the sitemap rows of the scanned domains what their scans found: a bulk upsert of the files
+    (and of the page URLs, when kept), then a bulk delete of the rows the scan no longer found.
+
+    Only for domains whose latest facts are now this scan's (the domain rows are locked by this
+    transaction already, so that read is stable): an older scan finishing late changes nothing.
+    `scanned` is sorted by domain name, and rows go in URL order within a domain: the lock order.
+    """
+    candidates = [(o, row) for o, row in scanned if o.sitemap_files is not None]
+    if not candidates:
+        return
+    latest: dict[int, datetime | None] = {}
+    for chunk in _chunked(sorted({row.domain_id for _, row in candidates})):
+        stmt = select(domains.c.id, domains.c.last_scanned_at).where(
+            domains.c.tenant == tenant, domains.c.id.in_(chunk)
+        )
+        latest.update((row.id, row.last_scanned_at) for row in await conn.execute(stmt))
+    files: list[dict[str, Any]] = []
+    urls: list[dict[str, Any]] = []
+    swept_files: list[dict[str, Any]] = []
+    swept_urls: list[dict[str, Any]] = []
+    for outcome, row in candidates:
+        if latest.get(row.domain_id) != outcome.scanned_at:
+            continue
+        base = {"tenant": tenant, "domain_id": row.domain_id, "scanned_at": outcome.scanned_at}
+        sweep = {"p_domain_id": row.domain_id, "p_scanned_at": outcome.scanned_at}
+        swept_files.append(sweep)
+        by_url = {f.url: f for f in outcome.sitemap_files or () if _storable(f.url)}
+        for url in sorted(by_url):
+            f = by_url[url]
+            files.append(
+                base
+                | {
+                    "url": url,
+                    "kind": f.kind,
+                    "found_by": f.found_by,
+                    "url_count": f.url_count,
+                    "newest_lastmod": f.newest_lastmod,
+                    "oldest_lastmod": f.oldest_lastmod,
+                    "http_status": f.http_status,
+                    "error": f.error,
+                    "capped": f.capped,
+                }
+            )
+        if outcome.urls is not None:
+            swept_urls.append(sweep)
+            by_loc = {e.loc: e for e in outcome.urls if _storable(e.loc)}
+            for loc in sorted(by_loc):
+                entry = by_loc[loc]
+                changefreq = entry.changefreq
+                urls.append(
+                    base
+                    | {
+                        "loc": loc,
+                        "lastmod": None if entry.lastmod is None else parse_w3c_datetime(entry.lastmod),
+                        "changefreq": changefreq if changefreq in _CHANGEFREQS else None,
+                        "priority": entry.priority,
+                    }
+                )
+    if files:
+        await conn.execute(_upsert(conn, sitemap_files, "url"), files)
+    if swept_files:
+        await conn.execute(_sweep(sitemap_files, tenant), swept_files)
+    if urls:
+        await conn.execute(_upsert(conn, sitemap_urls, "loc"), urls)
+    if swept_urls:
+        await conn.execute(_sweep(sitemap_urls, tenant), swept_urls)
+
+
+def _upsert(conn: AsyncConnection, table: Table, key: str) -> Any:
+    """INSERT, or UPDATE every column of the row already there for (tenant, domain_id, `key`)."""
+    stmt = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    keys = [table.c.tenant, table.c.domain_id, table.c[key]]
+    updated = {c.name: stmt.excluded[c.name] for c in table.c if c.name != "id" and c not in keys}
+    return stmt.on_conflict_do_update(index_elements=keys, set_=updated)
+
+
+def _sweep(table: Table, tenant: str) -> Any:
+    """DELETE one domain's rows that an older scan wrote (executemany: p_domain_id, p_scanned_at)."""
+    return delete(table).where(
+        table.c.tenant == tenant,
+        table.c.domain_id == bindparam("p_domain_id"),
+        table.c.scanned_at < bindparam("p_scanned_at", type_=UTCDateTime()),
+    )
 
 
 def _counter_of(status: str, error_kind: str | None) -> str | None:
@@ -1130,5 +1296,5 @@ def _domain_info(row: Row[Any]) -> DomainInfo:
 
 def _in_record_order(record: dict[str, Any]) -> dict[str, Any]:
     """JSONB keeps keys in its own order; give the record back in the output's field order."""
-    ordered = {name: record[name] for name in RECORD_FIELDS if name in record}
+    ordered = {name: record[name] for name in (*RECORD_FIELDS, *SITEMAP_FIELDS) if name in record}
     return ordered | record

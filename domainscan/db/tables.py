@@ -1,4 +1,4 @@
-"""The three tables, as SQLAlchemy Core. The migrations create exactly these (a test compares them).
+"""The tables, as SQLAlchemy Core. The migrations create exactly these (a test compares them).
 
 Core rather than ORM models: the repository only runs bulk statements and hands out dataclasses from
 ``domainscan.models``, so there is no identity map, lazy loading or MissingGreenlet to worry about.
@@ -8,8 +8,10 @@ Every table carries ``tenant`` and every index that serves a query starts with i
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -18,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 
@@ -117,4 +120,41 @@ jobs = Table(
     Index(None, "tenant", "batch_id", "status", "id"),
     Index(None, "tenant", "domain_id"),
     _one_of("status", JOB_STATUSES),
+)
+
+# The sitemap scan's latest findings per domain (migration 0003): one row per sitemap file fetched, and,
+# with --store-urls, one per page URL. A rescan updates rows in place and deletes those it no longer
+# found; the unique constraints serve the upserts and, by their (tenant, domain_id) prefix, every read
+# and delete of one domain's rows.
+sitemap_files = Table(
+    "sitemap_files",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("domain_id", Integer, ForeignKey("domains.id"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("kind", String(16)),  # urlset | sitemapindex | text | html, or NULL: nothing usable came back
+    Column("found_by", String(16)),  # robots | link | probe | index
+    _counter("url_count"),
+    Column("newest_lastmod", UTCDateTime),
+    Column("oldest_lastmod", UTCDateTime),
+    Column("http_status", Integer),
+    Column("error", Text),
+    Column("capped", Boolean, nullable=False, default=False, server_default=false()),
+    Column("scanned_at", UTCDateTime, nullable=False),  # the scan that last found the file
+    UniqueConstraint("tenant", "domain_id", "url"),
+)
+
+sitemap_urls = Table(
+    "sitemap_urls",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("domain_id", Integer, ForeignKey("domains.id"), nullable=False),
+    Column("loc", Text, nullable=False),
+    Column("lastmod", UTCDateTime),
+    Column("changefreq", String(16)),
+    Column("priority", Float),
+    Column("scanned_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant", "domain_id", "loc"),
 )
