@@ -327,8 +327,6 @@ def scan(
     """Scan domains given as arguments, in files, or on standard input (--file -)."""
     env = Environment()
     with _guard(env, debug):
-        if not domains and not file and resume is None:
-            raise UsageError("nothing to scan: give domains as arguments or --file PATH ('-' for stdin)")
         if not sitemaps:
             # DOMAINSCAN_STORE_URLS in a .env applies to sitemap scans only; on the command line it is a slip.
             source = ctx.get_parameter_source("store_urls")
@@ -384,8 +382,6 @@ def sitemaps_command(
     """
     env = Environment()
     with _guard(env, debug):
-        if not domains and not file:
-            raise UsageError("nothing to scan: give domains as arguments or --file PATH ('-' for stdin)")
         settings = Settings.for_scan(
             tenant=tenant,
             database_url=database_url,
@@ -418,6 +414,8 @@ def _scan_inputs(
     """A new batch of the domains given as arguments and in files (`scan` and `sitemaps` alike)."""
     from domainscan.inputs import check_sources, iter_inputs
 
+    if not domains and not file:
+        raise UsageError("nothing to scan: give domains as arguments or --file PATH ('-' for stdin)")
     fmt = resolve_format(output_format, env)
     files = list(file or [])
     check_sources(files)

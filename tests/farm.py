@@ -147,3 +147,8 @@ def db_rows(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
 def as_json(value: Any) -> Any:
     """A JSON column's value as Python: SQLite hands back text, PostgreSQL (JSONB) the decoded value."""
     return json.loads(value) if isinstance(value, str) else value
+
+
+def expected_records(farm: Path) -> dict[str, dict[str, Any]]:
+    """The farm's expected.jsonl, by domain."""
+    return {r["domain"]: r for r in map(json.loads, (farm / "expected.jsonl").read_text().splitlines())}

@@ -19,6 +19,7 @@ from farm import (
     as_json,
     build_farm,
     db_rows,
+    expected_records,
     records,
     run_domainscan,
     score,
@@ -43,7 +44,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def expected(farm: Path) -> dict[str, dict[str, Any]]:
-    return {r["domain"]: r for r in map(json.loads, (farm / "expected.jsonl").read_text().splitlines())}
+    return expected_records(farm)
 
 
 @pytest.fixture(scope="module")

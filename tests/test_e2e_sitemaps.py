@@ -16,6 +16,7 @@ from farm import (
     FARM_NET,
     build_farm,
     db_rows,
+    expected_records,
     records,
     run_domainscan,
     score,
@@ -41,7 +42,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def expected(farm: Path) -> dict[str, dict[str, Any]]:
-    return {r["domain"]: r for r in map(json.loads, (farm / "expected.jsonl").read_text().splitlines())}
+    return expected_records(farm)
 
 
 @pytest.fixture(scope="module")
