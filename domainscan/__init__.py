@@ -1,5 +1,7 @@
 """domainscan: scan web domains and keep what each site says about itself, per tenant."""
 
-from domainscan.config import __version__
+# The one place the version lives: pyproject.toml reads it from here without importing the package, and
+# `domainscan --version` needs no importlib.metadata lookup (tens of milliseconds on every cron run).
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

@@ -7,11 +7,10 @@ so `domainscan --help` and `--version` stay fast for cron jobs and CI smoke chec
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from enum import IntEnum
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from domainscan import __version__
 from domainscan.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_BYTES,
@@ -28,7 +28,6 @@ from domainscan.config import (
     FailOn,
     OutputFormat,
     Settings,
-    __version__,
     validate_tenant,
 )
 from domainscan.errors import DomainscanError, InvalidDomain, StorageError, UsageError
@@ -187,6 +186,26 @@ async def _repository(database_url: str | None, pool_size: int = 0) -> AsyncIter
         await repo.close()
 
 
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """Run the coroutine of one command on a new event loop, its warnings (a retried database
+    operation, a parser crash) on stderr like the tool's other messages. Imported here, not at the top:
+    `--help` and `--version` need neither asyncio nor logging."""
+    import asyncio
+    import logging
+
+    class Stderr(logging.Handler):  # whatever sys.stderr is when a warning comes
+        def emit(self, record: logging.LogRecord) -> None:
+            sys.stderr.write(f"domainscan: {record.levelname.lower()}: {record.getMessage()}\n")
+            sys.stderr.flush()
+
+    logger = logging.getLogger("domainscan")
+    if not any(handler.name == "domainscan-stderr" for handler in logger.handlers):
+        handler = Stderr(logging.WARNING)
+        handler.set_name("domainscan-stderr")
+        logger.addHandler(handler)
+    return asyncio.run(main)
+
+
 def _with_repository(database_url: str | None, operation: Callable[[Repository], Awaitable[T]]) -> T:
     """Run one async operation against the repository, from synchronous command code."""
 
@@ -194,7 +213,7 @@ def _with_repository(database_url: str | None, operation: Callable[[Repository],
         async with _repository(database_url) as repo:
             return await operation(repo)
 
-    return asyncio.run(go())
+    return _run(go())
 
 
 DomainsArgument = Annotated[
@@ -278,6 +297,18 @@ def scan(
     db_pool_size: PoolOption = 0,
     no_store: NoStoreOption = False,
     concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
+    parse_workers: Annotated[
+        int | None,
+        typer.Option(
+            envvar="DOMAINSCAN_PARSE_WORKERS",
+            min=0,
+            max=64,
+            metavar="N",
+            show_default=False,
+            help="Processes that parse homepages while the main one fetches; 0 parses in the main "
+            "process. [default: one per CPU core beyond the first, at most 4]",
+        ),
+    ] = None,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     max_bytes: Annotated[
         int,
@@ -347,6 +378,7 @@ def scan(
             debug=debug,
             sitemaps=sitemaps,
             store_urls=store_urls,
+            parse_workers=parse_workers,
         )
         if resume is not None:
             if domains or file or no_store:
@@ -478,7 +510,7 @@ def _drive(
                 return await start(repo, sink)
 
         try:
-            report = asyncio.run(go())
+            report = _run(go())
         finally:
             writer.close()
     if not quiet:
@@ -517,7 +549,7 @@ def db_upgrade(database_url: DatabaseUrlOption = None, debug: DebugOption = Fals
         from domainscan.config import default_database_url
         from domainscan.db import upgrade_database
 
-        revision, where = asyncio.run(upgrade_database(database_url or default_database_url()))
+        revision, where = _run(upgrade_database(database_url or default_database_url()))
         print(f"{where} is at schema revision {revision}", file=env.stderr)
 
 

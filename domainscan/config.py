@@ -7,20 +7,16 @@ never looks at the environment itself, so tests can build one directly.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from domainscan import __version__
 from domainscan.errors import UsageError
 from domainscan.netpolicy import AddressPolicy
-
-try:
-    __version__ = version("domainscan")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
-    __version__ = "0.0.0"
 
 PROJECT_URL = "https://github.com/domainscan/domainscan"
 DEFAULT_USER_AGENT = f"domainscan/{__version__} (+{PROJECT_URL})"
@@ -28,6 +24,7 @@ DEFAULT_TENANT = "default"
 DEFAULT_CONCURRENCY = 50
 DEFAULT_TIMEOUT = 20.0
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+MAX_DEFAULT_PARSE_WORKERS = 4  # beyond this the event loop, not parsing, is what limits a batch
 
 _TENANT = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -59,6 +56,15 @@ def default_database_url() -> str:
     return f"sqlite:///{path}"
 
 
+def default_parse_workers() -> int:
+    """One parse worker per core this process may use, minus the event loop's own; 0 on one core."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(MAX_DEFAULT_PARSE_WORKERS, cores - 1))
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a run needs to know; built once by the CLI (or a test) and passed down."""
@@ -68,6 +74,7 @@ class Settings:
     store: bool = True
     db_pool_size: int = 0  # 0: a new connection per operation (NullPool), what a transaction pooler wants
     concurrency: int = DEFAULT_CONCURRENCY
+    parse_workers: int = 0  # processes that parse homepages (domainscan.parsing); 0: in the loop's process
     timeout: float = DEFAULT_TIMEOUT
     max_bytes: int = DEFAULT_MAX_BYTES
     user_agent: str = DEFAULT_USER_AGENT
@@ -84,6 +91,8 @@ class Settings:
         validate_tenant(self.tenant)
         if self.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
+        if self.parse_workers < 0:
+            raise UsageError("--parse-workers must be 0 or more")
         if self.timeout <= 0:
             raise UsageError("--timeout must be a positive number of seconds")
         if self.db_pool_size < 0:
@@ -120,6 +129,7 @@ class Settings:
         homepage: bool = True,
         sitemaps: bool = False,
         store_urls: int = 0,
+        parse_workers: int | None = None,
     ) -> Settings:
         """Settings for a scan, with the scan options recorded on the batch (so a resume can reuse them)."""
         from domainscan.netpolicy import parse_networks
@@ -141,6 +151,7 @@ class Settings:
             store=store,
             db_pool_size=db_pool_size,
             concurrency=concurrency,
+            parse_workers=default_parse_workers() if parse_workers is None else parse_workers,
             timeout=timeout,
             max_bytes=max_bytes,
             user_agent=user_agent,
@@ -175,4 +186,5 @@ class Settings:
             homepage=bool(pick("homepage", True)),
             sitemaps=bool(pick("sitemaps", False)),
             store_urls=int(pick("store_urls", 0)),
+            parse_workers=self.parse_workers,  # a property of this machine, not of the batch
         )

@@ -35,6 +35,7 @@ from domainscan.domains import normalize
 from domainscan.errors import InvalidDomain, StorageError
 from domainscan.fetch import Fetcher
 from domainscan.models import BatchInfo, BatchReport, InvalidInput, JobInfo, Target
+from domainscan.parsing import PageParser
 from domainscan.recorder import Recorder, ResultSink
 from domainscan.scan import cancelled_result, invalid_result, scan_one
 
@@ -144,10 +145,11 @@ class Pipeline:
         recorder = Recorder(repo, settings, report, self._sink)
         queue: Work = asyncio.Queue(settings.concurrency)
         fetcher = self._fetcher or Fetcher(settings)
-        async with fetcher:
+        parser = PageParser(settings.parse_workers if settings.homepage else 0)
+        async with fetcher, parser:
             recorder_task = asyncio.create_task(recorder.run())
             workers = [
-                asyncio.create_task(self._work(fetcher, queue, recorder, report))
+                asyncio.create_task(self._work(fetcher, parser, queue, recorder, report))
                 for _ in range(settings.concurrency)
             ]
             producer = asyncio.create_task(produce(queue, recorder))
@@ -282,12 +284,14 @@ class Pipeline:
                 seen.add(item.domain)
                 await queue.put((item, None))
 
-    async def _work(self, fetcher: Fetcher, queue: Work, recorder: Recorder, report: BatchReport) -> None:
+    async def _work(
+        self, fetcher: Fetcher, parser: PageParser, queue: Work, recorder: Recorder, report: BatchReport
+    ) -> None:
         while (entry := await queue.get()) is not None:
             target, job_id = entry
             recorder.started(job_id)
             try:
-                result = await scan_one(fetcher, target, self._settings)
+                result = await scan_one(fetcher, parser, target, self._settings)
             except asyncio.CancelledError:
                 recorder.finished(cancelled_result(target, self._settings.tenant, job_id, report.batch_id))
                 return

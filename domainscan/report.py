@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from domainscan.config import OutputFormat
-from domainscan.models import RECORD_FIELDS, SITEMAP_FIELDS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -228,6 +227,8 @@ def make_writer(fmt: OutputFormat, env: Environment, *, columns: Sequence[str] |
     if fmt is OutputFormat.CSV:
         # Scan records: the sitemap columns are always there (empty when sitemaps were not scanned), so
         # a CSV has the same header whatever the batch (a --resume does not know its options up front).
+        from domainscan.models import RECORD_FIELDS, SITEMAP_FIELDS
+
         return CsvWriter(env.stdout, columns or (*RECORD_FIELDS, *SITEMAP_FIELDS))
     return TableWriter(env, columns)
 

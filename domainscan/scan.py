@@ -16,18 +16,15 @@ other response fields.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 
 from domainscan.config import Settings
 from domainscan.errors import ErrorKind, FetchError
-from domainscan.extract import extract, phone_region_for
 from domainscan.fetch import Deadline, Fetcher
 from domainscan.models import Fetched, InvalidInput, ScanResult, Target
+from domainscan.parsing import PageParser
 from domainscan.sitemapscan import ROBOTS_MAX_BYTES, ROBOTS_PATH, robots_facts, scan_sitemaps, site_of
-
-THREAD_PARSE_BYTES = 1 << 20  # bodies larger than this are parsed off the event loop
 
 
 def utc_now() -> str:
@@ -47,7 +44,7 @@ def invalid_result(item: InvalidInput, tenant: str) -> ScanResult:
     )
 
 
-async def scan_one(fetcher: Fetcher, target: Target, settings: Settings) -> ScanResult:
+async def scan_one(fetcher: Fetcher, parser: PageParser, target: Target, settings: Settings) -> ScanResult:
     """Scan one domain as `settings` say (homepage, sitemaps or both) within ``settings.timeout``;
     every failure becomes an error record, none escapes."""
     started = time.monotonic()
@@ -60,7 +57,7 @@ async def scan_one(fetcher: Fetcher, target: Target, settings: Settings) -> Scan
     )
     deadline = Deadline.after(settings.timeout)
     if settings.homepage:
-        site = await _scan_homepage(fetcher, target, settings, deadline, result)
+        site = await _scan_homepage(fetcher, parser, target, settings, deadline, result)
         if settings.sitemaps and site is not None:
             links = result.facts.sitemap_links
             result.sitemap = await scan_sitemaps(fetcher, site, settings, deadline, links=links)
@@ -71,7 +68,12 @@ async def scan_one(fetcher: Fetcher, target: Target, settings: Settings) -> Scan
 
 
 async def _scan_homepage(
-    fetcher: Fetcher, target: Target, settings: Settings, deadline: Deadline, result: ScanResult
+    fetcher: Fetcher,
+    parser: PageParser,
+    target: Target,
+    settings: Settings,
+    deadline: Deadline,
+    result: ScanResult,
 ) -> str | None:
     """Fetch the homepage into `result`; returns the root of the site that answered (None: nothing did)."""
     try:
@@ -87,14 +89,7 @@ async def _scan_homepage(
         result.error_kind = ErrorKind.NOT_HTML
         result.error = f"the homepage is not HTML ({fetched.content_type or 'no content type'})"
     else:
-        region = settings.phone_region or phone_region_for(target.host)
-        args = (fetched.body, fetched.url, fetched.headers)
-        if len(fetched.body) > THREAD_PARSE_BYTES:
-            result.facts = await asyncio.to_thread(
-                extract, *args, encoding=fetched.encoding, phone_region=region
-            )
-        else:
-            result.facts = extract(*args, encoding=fetched.encoding, phone_region=region)
+        result.facts = await parser.facts(fetched, host=target.host, phone_region=settings.phone_region)
     return site_of(fetched.url)
 
 

@@ -405,7 +405,26 @@ class Crash:
     batch: int = 0
 
 
+def children(pid: int) -> set[int]:
+    """The processes `pid` started (its parse workers), from /proc."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found.update(int(child) for child in task.read_text().split())
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting to be reaped does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 def crash(scan: Scan, *, twice: bool) -> None:
+    """Stop `scan` without a chance to tidy up; its parse workers must not outlive it."""
+    workers = children(scan.pid)
+    assert workers, "the crash tests run with --parse-workers 1"
     if twice:  # the second lands while the first is still tidying up: leave at once
         os.kill(scan.pid, signal.SIGINT)
         time.sleep(0.02)
@@ -414,6 +433,9 @@ def crash(scan: Scan, *, twice: bool) -> None:
     else:
         os.kill(scan.pid, signal.SIGKILL)
         assert scan.wait() == -signal.SIGKILL
+    wait_for(
+        lambda: not any(map(alive, workers)) or None, timeout=5, what="parse workers to exit with their scan"
+    )
 
 
 def assert_counters_agree(url: str, tenant: str, batch: int) -> None:
@@ -448,7 +470,7 @@ def test_kill_9_leaves_running_jobs_and_resume_takes_them_back_once_stale(
         (tmp_path / f"case{n}").mkdir()
         case.urls = database(case.backend, request, tmp_path / f"case{n}")
     for n, case in enumerate(crashes):  # started together, so that each is under way when it is stopped
-        args = scan_args(farm, tenant, case.urls[1], "--timeout", str(KILL_TIMEOUT))
+        args = scan_args(farm, tenant, case.urls[1], "--timeout", str(KILL_TIMEOUT), "--parse-workers", "1")
         case.first = start(farm, tmp_path / f"case{n}", "first", *args)
     for case in crashes:
         assert case.first is not None
@@ -672,6 +694,8 @@ def test_pgbouncer_pausing_or_dropping_connections_loses_nothing(
     finally:
         pgbouncer_resume(name)
     code = scan.wait()
+    if fault == "terminate":  # the cut write was retried, and the user was told, in the tool's voice
+        assert re.search(r"^domainscan: warning: .*; trying again in ", scan.stderr(), re.MULTILINE)
     if (spool := assert_nothing_missing(scan, code, look, tenant, batch, farm)) is not None:
         assert_import_completes(spool, url, look, tenant, batch, farm)
 

@@ -24,6 +24,7 @@ from domainscan.config import Settings
 from domainscan.fetch import PARALLEL_PER_DOMAIN, Fetcher
 from domainscan.models import SITEMAP_FIELDS, ScanResult, Target
 from domainscan.netpolicy import AddressPolicy, parse_networks
+from domainscan.parsing import PageParser
 from domainscan.scan import scan_one
 from domainscan.sitemaps import PROBE_PATHS
 
@@ -104,7 +105,7 @@ async def scan(
     settings = Settings(**values)
     target = Target(domain=domain, host=domain, port=None, input=domain)
     async with Fetcher(settings, transport=httpx.MockTransport(site)) as fetcher:
-        result = await scan_one(fetcher, target, settings)
+        result = await scan_one(fetcher, PageParser(0), target, settings)
     return result, result.to_record()
 
 

@@ -1,0 +1,142 @@
+"""Homepages parsed in worker processes: the same facts as in-process, and a dead worker costs at most
+one page, never the batch, and never outlives the process that started it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from domainscan.models import Fetched, PageFacts
+from domainscan.parsing import PageParser
+
+PAGES = Path(__file__).parent / "fixtures" / "pages"
+
+
+def fetched(name: str, url: str = "https://www.example.de/") -> Fetched:
+    return Fetched(
+        url=url,
+        http_status=200,
+        redirects=(),
+        headers={"content-type": "text/html; charset=utf-8"},
+        body=(PAGES / f"{name}.html").read_bytes(),
+        truncated=False,
+        encoding="utf-8",
+        elapsed_ms=1,
+        is_html=True,
+    )
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting to be reaped does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+async def test_workers_give_the_facts_the_main_process_gives() -> None:
+    pages = ["contacts", "wordpress", "social", "structured", "shopify", "relative"]
+    async with PageParser(0) as inline, PageParser(2) as workers:
+        for name in pages:
+            here = await inline.facts(fetched(name), host="example.de", phone_region=None)
+            there = await workers.facts(fetched(name), host="example.de", phone_region=None)
+            assert there == here, name
+            assert here != PageFacts(), f"{name}: the fixture page has facts to compare"
+
+
+async def test_the_phone_region_comes_from_the_scanned_host_unless_given() -> None:
+    page = Fetched(
+        url="https://example.com/",  # redirected away from the .de site that was scanned
+        http_status=200,
+        redirects=("https://example.de/",),
+        headers={},
+        body=b"<html><body><a href='tel:030 1234567'>Call us</a></body></html>",
+        truncated=False,
+        encoding="utf-8",
+        elapsed_ms=1,
+        is_html=True,
+    )
+    async with PageParser(1) as parser:
+        assert (await parser.facts(page, host="example.de", phone_region=None)).phones == ["+49301234567"]
+        assert (await parser.facts(page, host="example.com", phone_region=None)).phones == []
+        assert (await parser.facts(page, host="example.com", phone_region="DE")).phones == ["+49301234567"]
+
+
+async def test_a_killed_worker_is_replaced_and_the_page_still_parsed() -> None:
+    async with PageParser(1) as parser:
+        first = await parser.facts(fetched("contacts"), host="example.de", phone_region=None)
+        (worker,) = multiprocessing.active_children()
+        os.kill(worker.pid or 0, signal.SIGKILL)
+        worker.join(5)
+        again = await parser.facts(fetched("contacts"), host="example.de", phone_region=None)
+        assert again == first
+        assert [p.pid for p in multiprocessing.active_children()] != [worker.pid]
+
+
+async def test_workers_ignore_the_signals_the_terminal_sends_the_whole_group() -> None:
+    async with PageParser(1) as parser:
+        await parser.facts(fetched("contacts"), host="example.de", phone_region=None)
+        (worker,) = multiprocessing.active_children()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            os.kill(worker.pid or 0, signum)
+        await asyncio.sleep(0.3)
+        assert worker.is_alive()
+        assert (await parser.facts(fetched("social"), host="example.de", phone_region=None)).social
+
+
+async def test_a_page_that_kills_the_parser_twice_is_left_without_facts_and_said_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def dying_pool() -> ProcessPoolExecutor:  # every worker dies as it starts: each try breaks the pool
+        return ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn"), initializer=os._exit, initargs=(3,)
+        )
+
+    parser = PageParser(1)
+    parser._start = dying_pool  # type: ignore[method-assign]
+    async with parser:
+        with caplog.at_level(logging.WARNING, logger="domainscan"):
+            facts = await parser.facts(fetched("contacts"), host="example.de", phone_region=None)
+    assert facts == PageFacts()
+    assert "example.de: the page parser crashed twice on this homepage" in caplog.text
+
+
+def test_workers_exit_when_the_main_process_is_killed(tmp_path: Path) -> None:
+    """kill -9 gives the main process no chance to stop its workers: they must notice on their own."""
+    script = textwrap.dedent(
+        """
+        import asyncio, multiprocessing, sys, time
+        from domainscan.parsing import PageParser
+
+        async def main():
+            async with PageParser(2):
+                await asyncio.sleep(0.5)
+                print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+                time.sleep(600)
+
+        asyncio.run(main())
+        """
+    )
+    main = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert main.stdout is not None
+    workers = [int(pid) for pid in main.stdout.readline().split()]
+    assert len(workers) == 2
+    assert all(alive(pid) for pid in workers)
+    main.kill()
+    main.wait()
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers), "parse workers outlived their main process"
