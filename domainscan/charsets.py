@@ -14,8 +14,6 @@ from __future__ import annotations
 import codecs
 import re
 
-from charset_normalizer import from_bytes
-
 PRESCAN_BYTES = 4 * 1024  # how far into a document a <meta> or XML declaration is looked for
 DETECT_BYTES = 16 * 1024  # how much of an undeclared, non-UTF-8 body charset_normalizer reads
 
@@ -115,6 +113,8 @@ def decide_encoding(content_type: str | None, body: bytes) -> str | None:
     try:
         codecs.getincrementaldecoder("utf-8")().decode(body, final=False)  # a cut last char is fine
     except UnicodeDecodeError:
+        from charset_normalizer import from_bytes  # only here: most pages say or are UTF-8
+
         guess = from_bytes(body[:DETECT_BYTES]).best()
         return None if guess is None else codec_for(guess.encoding)
     return "utf-8"

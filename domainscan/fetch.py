@@ -4,11 +4,12 @@ Why it looks the way it does:
 
 - **httpx over the aiohttp transport.** httpx gives the API (requests, headers, MockTransport for tests);
   aiohttp does the socket work. On 2000 local sites a bare httpx loop cost 2.3x a bare aiohttp loop and
-  httpx with ``httpx_aiohttp.AiohttpTransport`` 1.3x (GUIDE §8), so the default transport is aiohttp's,
-  with a session we build ourselves to size the connection pool to ``--concurrency``, cache DNS for the
-  batch, keep no cookies and bound the response headers. Requests go to the transport directly, not
-  through ``httpx.AsyncClient``: redirects and cookies are handled here anyway, and the client's layers
-  (header merging, its own cookie jar, auth and redirect hooks) cost a fifth of a fetch's CPU time.
+  httpx over an aiohttp transport 1.3x (GUIDE §8), so the default transport is aiohttp's
+  (:mod:`domainscan.transport`), with a session we build ourselves to size the connection pool to
+  ``--concurrency``, cache DNS for the batch, keep no cookies and bound the response headers.
+  Requests go to the transport directly, not through ``httpx.AsyncClient``: redirects and cookies are
+  handled here anyway, and the client's layers (header merging, its own cookie jar, auth and redirect
+  hooks) cost a fifth of a fetch's CPU time.
 - **One deadline per domain.** A :class:`Deadline` is a moment on the event loop's clock, taken once per
   domain; every fetch for that domain (the homepage, robots.txt, each sitemap) runs inside
   ``asyncio.timeout_at`` of that same moment, covering every attempt (https, http, ``www.``), redirect,
@@ -32,9 +33,9 @@ Why it looks the way it does:
   resolver, so every hop's URL is checked too. Nothing private is contacted unless ``--allow-net``.
 - **Errors translated in one place.** ``Fetcher._translated`` turns whatever httpx, httpcore, aiohttp,
   ``ssl`` or the OS raised into a :class:`~domainscan.errors.FetchError` with an ``ErrorKind`` and a
-  one-line message. ``httpx_aiohttp`` maps every ``aiohttp.ClientConnectionError`` to
-  ``httpx.ConnectTimeout``, so the kind is read from the original exceptions on the
-  ``__cause__``/``__context__`` chain, and from the httpx exception only when nothing deeper says more.
+  one-line message. The kind is read from the original exceptions on the ``__cause__``/``__context__``
+  chain (aiohttp wraps OS and TLS errors), and from an httpx exception only when nothing deeper says
+  more (httpcore's transport and MockTransport raise httpx types).
 """
 
 from __future__ import annotations
@@ -61,13 +62,13 @@ import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.resolver import ThreadedResolver
-from httpx_aiohttp import AiohttpTransport
 
 from domainscan.charsets import content_type_charset, decide_encoding
 from domainscan.config import Settings
 from domainscan.errors import ErrorKind, FetchError
 from domainscan.models import Fetched, Target
 from domainscan.netpolicy import AddressPolicy
+from domainscan.transport import AiohttpTransport
 
 MAX_REDIRECTS = 10
 ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"
@@ -520,6 +521,7 @@ def _aiohttp_transport(concurrency: int, policy: AddressPolicy) -> httpx.AsyncBa
         return aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None),  # the domain's deadline bounds every request
             auto_decompress=False,
             trust_env=False,
             max_line_size=_MAX_HEADER_LINE,
@@ -527,8 +529,7 @@ def _aiohttp_transport(concurrency: int, policy: AddressPolicy) -> httpx.AsyncBa
             max_headers=_MAX_HEADERS,
         )
 
-    transport: httpx.AsyncBaseTransport = AiohttpTransport(verify=ssl_context, client=session)
-    return transport
+    return AiohttpTransport(session)
 
 
 def _cookie_state(cookies: httpx.Cookies | None) -> _CookieState:
@@ -557,7 +558,7 @@ def _request_url(url: str) -> httpx.URL:
         raise FetchError(ErrorKind.CONNECT, _one_line(f"connect: invalid URL {url!r}"), url=url) from exc
     if parsed.scheme not in _DEFAULT_PORTS or not parsed.host:
         raise FetchError(ErrorKind.CONNECT, _one_line(f"connect: not an http(s) URL {url!r}"), url=url)
-    return parsed.copy_with(fragment=None)
+    return parsed.copy_with(fragment=None) if parsed.fragment else parsed
 
 
 def _joined_headers(response: httpx.Response) -> dict[str, str]:
@@ -590,7 +591,7 @@ def _classify(exc: Exception, url: httpx.URL) -> tuple[ErrorKind, str, bool]:
 
     The original exceptions (ssl, socket, OSError, aiohttp) are searched first, most specific kind
     first; the httpx exception's own type is used only when none of them is on the chain (httpcore
-    and MockTransport raise meaningful httpx types; httpx_aiohttp's are unreliable).
+    and MockTransport raise httpx types).
     """
     chain = _exception_chain(exc)
     where = f"{url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme, '')}"
@@ -628,6 +629,8 @@ def _classify(exc: Exception, url: httpx.URL) -> tuple[ErrorKind, str, bool]:
 
 
 def _is_ip_literal(host: str) -> bool:
+    if not host or not (host[-1].isdigit() or ":" in host):
+        return False  # a name: its last label is a TLD, never all digits (the cheap answer for nearly all)
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:

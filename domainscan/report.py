@@ -8,13 +8,13 @@ gathers in memory. Only the table, which is for a person at a terminal, keeps ro
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from domainscan.config import OutputFormat
+from domainscan.jsontext import dumps
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -65,10 +65,6 @@ def resolve_format(fmt: OutputFormat | None, env: Environment) -> OutputFormat:
     return OutputFormat.TABLE if env.stdout_isatty else OutputFormat.JSONL
 
 
-def dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-
-
 class RecordWriter(Protocol):
     def write(self, record: dict[str, Any]) -> None: ...
 
@@ -113,7 +109,7 @@ def csv_cell(value: Any) -> Any:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "; ".join(value)
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return dumps(value)
     return value
 
 

@@ -24,7 +24,6 @@ from domainscan.errors import ErrorKind, FetchError
 from domainscan.fetch import Deadline, Fetcher
 from domainscan.models import Fetched, InvalidInput, ScanResult, Target
 from domainscan.parsing import PageParser
-from domainscan.sitemapscan import ROBOTS_MAX_BYTES, ROBOTS_PATH, robots_facts, scan_sitemaps, site_of
 
 
 def utc_now() -> str:
@@ -57,10 +56,12 @@ async def scan_one(fetcher: Fetcher, parser: PageParser, target: Target, setting
     )
     deadline = Deadline.after(settings.timeout)
     if settings.homepage:
-        site = await _scan_homepage(fetcher, parser, target, settings, deadline, result)
-        if settings.sitemaps and site is not None:
+        answered = await _scan_homepage(fetcher, parser, target, settings, deadline, result)
+        if settings.sitemaps and answered is not None:
+            from domainscan.sitemapscan import scan_sitemaps, site_of
+
             links = result.facts.sitemap_links
-            result.sitemap = await scan_sitemaps(fetcher, site, settings, deadline, links=links)
+            result.sitemap = await scan_sitemaps(fetcher, site_of(answered), settings, deadline, links=links)
     else:
         await _scan_sitemaps_alone(fetcher, target, settings, deadline, result)
     result.elapsed_ms = round((time.monotonic() - started) * 1000)
@@ -75,7 +76,7 @@ async def _scan_homepage(
     deadline: Deadline,
     result: ScanResult,
 ) -> str | None:
-    """Fetch the homepage into `result`; returns the root of the site that answered (None: nothing did)."""
+    """Fetch the homepage into `result`; returns a URL of the site that answered (None: nothing did)."""
     try:
         fetched = await fetcher.fetch(target, deadline=deadline)
     except FetchError as exc:
@@ -90,22 +91,24 @@ async def _scan_homepage(
         result.error = f"the homepage is not HTML ({fetched.content_type or 'no content type'})"
     else:
         result.facts = await parser.facts(fetched, host=target.host, phone_region=settings.phone_region)
-    return site_of(fetched.url)
+    return fetched.url
 
 
 async def _scan_sitemaps_alone(
     fetcher: Fetcher, target: Target, settings: Settings, deadline: Deadline, result: ScanResult
 ) -> None:
     """``domainscan sitemaps``: robots.txt stands in for the homepage, then the sitemaps of its site."""
+    from domainscan.sitemapscan import ROBOTS_MAX_BYTES, ROBOTS_PATH, robots_facts, scan_sitemaps, site_of
+
     try:
         robots = await fetcher.fetch_site_file(
             target, ROBOTS_PATH, max_bytes=ROBOTS_MAX_BYTES, deadline=deadline
         )
     except FetchError as exc:
         _describe_error(result, exc)
-        if (site := _answered(exc)) is not None:
+        if (answered := _answered(exc)) is not None:
             result.sitemap = await scan_sitemaps(
-                fetcher, site, settings, deadline, robots=robots_facts(None, settings.user_agent)
+                fetcher, site_of(answered), settings, deadline, robots=robots_facts(None, settings.user_agent)
             )
         return
     _describe_response(result, robots)
@@ -120,11 +123,11 @@ def _describe_error(result: ScanResult, exc: FetchError) -> None:
 
 
 def _answered(exc: FetchError) -> str | None:
-    """The root of the site, when a failed fetch still got answers from it: a redirect loop is a site
+    """A URL of the site, when a failed fetch still got answers from it: a redirect loop is a site
     that answers (its robots.txt and sitemaps may well be served); dns, connect, tls, blocked and
     timeout are not."""
     if exc.kind is ErrorKind.REDIRECT_LOOP and exc.redirects:
-        return site_of(exc.redirects[0])
+        return exc.redirects[0]
     return None
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from domainscan.errors import InputError
+from domainscan.jsontext import dumps
 
 
 def default_spool_path(tenant: str, batch_id: int | None) -> Path:
@@ -39,7 +40,7 @@ class Spool:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
         for record in records:
-            self._file.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+            self._file.write(dumps(record) + "\n")
             self.count += 1
         self._file.flush()
         os.fsync(self._file.fileno())

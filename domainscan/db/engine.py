@@ -32,6 +32,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 
 from domainscan.db.urls import SQLITE_DRIVER, display, to_async_url
 from domainscan.errors import StorageError
+from domainscan.jsontext import dumps
 
 APPLICATION_NAME = "domainscan"
 # psycopg's prepare_threshold: None never prepares server-side, which transaction poolers require.
@@ -68,13 +69,14 @@ def _postgres_engine(target: URL, *, pool_size: int, connect_timeout: float) -> 
     if pool_size > 0:
         return create_async_engine(
             target,
+            json_serializer=dumps,
             connect_args=connect_args,
             poolclass=AsyncAdaptedQueuePool,
             pool_size=pool_size,
             max_overflow=0,
             pool_pre_ping=True,
         )
-    return create_async_engine(target, connect_args=connect_args, poolclass=NullPool)
+    return create_async_engine(target, json_serializer=dumps, connect_args=connect_args, poolclass=NullPool)
 
 
 def _sqlite_engine(target: URL) -> AsyncEngine:
@@ -86,7 +88,7 @@ def _sqlite_engine(target: URL) -> AsyncEngine:
             f"storage unavailable: cannot create the directory of {display(target)} ({exc.strerror})"
         ) from exc
     _ensure_wal(path, target)
-    engine = create_async_engine(target)
+    engine = create_async_engine(target, json_serializer=dumps)
     event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
     event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
     return engine
