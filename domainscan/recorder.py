@@ -2,10 +2,11 @@
 
 One repository operation per flush (GUIDE §3, §8): up to FLUSH_SIZE results, or whatever waited
 FLUSH_INTERVAL seconds, in one short transaction, after the `running` marks (with their leases) of the
-jobs that started since the last flush. A record reaches the output only after that write, so a record
-on stdout is a record in the database; when the write fails even after the repository's retries, the
-records go to the spool file instead and still reach the output. The next flush tries the database
-again, so a database that comes back is used again.
+jobs that started since the last flush and are still running (a job that started and finished between
+two flushes goes from queued to its outcome in one write). A record reaches the output only after that
+write, so a record on stdout is a record in the database; when the write fails even after the
+repository's retries, the records go to the spool file instead and still reach the output. The next
+flush tries the database again, so a database that comes back is used again.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class Recorder:
     async def flush(self) -> None:
         running, self._running = self._running, []
         results, self._results = self._results, []
+        if results and running:  # finished since they started: their outcome is written, no lease needed
+            done = {result.job_id for result in results}
+            running = [job_id for job_id in running if job_id not in done]
         batch_id = self._report.batch_id
         if self._repo is not None and batch_id is not None:
             try:
