@@ -187,9 +187,9 @@ async def _repository(database_url: str | None, pool_size: int = 0) -> AsyncIter
 
 
 def _run(main: Coroutine[Any, Any, T]) -> T:
-    """Run the coroutine of one command on a new event loop, its warnings (a retried database
-    operation, a parser crash) on stderr like the tool's other messages. Imported here, not at the top:
-    `--help` and `--version` need neither asyncio nor logging."""
+    """Run the coroutine of one command on a new event loop (uvloop's where it exists), its warnings
+    (a retried database operation, a parser crash) on stderr like the tool's other messages. Imported
+    here, not at the top: `--help` and `--version` need neither asyncio nor logging."""
     import asyncio
     import logging
 
@@ -203,7 +203,12 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
         handler = Stderr(logging.WARNING)
         handler.set_name("domainscan-stderr")
         logger.addHandler(handler)
-    return asyncio.run(main)
+    try:  # libuv's loop: a fifth less CPU per fetch than asyncio's own (bench/); not on Windows
+        from uvloop import new_event_loop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main)
 
 
 def _with_repository(database_url: str | None, operation: Callable[[Repository], Awaitable[T]]) -> T:

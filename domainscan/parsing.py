@@ -7,6 +7,11 @@ cannot run Python side by side. With parse workers the loop keeps fetching while
 (bench/ measures it); a page that crashes the parser (a libxml2 bug, memory exhausted) costs that page,
 not the batch.
 
+Pages travel over a socket pair per worker, as a length-prefixed pickle, read and written by the event
+loop itself (asyncio streams). ``concurrent.futures.ProcessPoolExecutor`` was measured first: its two
+helper threads in the main process (queue management and pickling) cost about as much CPU as the
+parsing they saved the event loop, on both sides of the pipe.
+
 The workers are spawned, not forked (the loop's process has threads by then); they ignore SIGINT and
 SIGTERM, which a terminal or a supervisor sends to the whole process group, because the main process
 decides what a signal means for the batch; and they exit by themselves once the main process is gone,
@@ -19,21 +24,26 @@ cannot stall the loop): the right choice on one core, and what tests use by defa
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
+import socket
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.process import BaseProcess
 from types import TracebackType
+from typing import Any
 
 from domainscan.models import Fetched, PageFacts
 
 THREAD_PARSE_BYTES = 1 << 20  # in-process parsing: bodies larger than this are parsed off the event loop
 _PARENT_POLL = 1.0  # seconds between a worker's looks at whether its parent is still there
+_STOP_WAIT = 5.0  # seconds a worker gets to exit after its socket closes, before it is killed
+_HEADER = 4  # bytes of the big-endian length before each message
 
 _log = logging.getLogger("domainscan.parsing")
 
@@ -54,6 +64,90 @@ def page_facts(
     return extract(body, url, headers, encoding=encoding, phone_region=region)
 
 
+class _WorkerDied(Exception):
+    """The worker's socket closed before it answered: it crashed, or was killed."""
+
+
+class _Worker:
+    """One parse worker process and the main process's end of its socket."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        context = multiprocessing.get_context("spawn")
+        self.process: BaseProcess = context.Process(
+            target=_serve, args=(theirs, os.getpid()), name="domainscan-parser", daemon=True
+        )
+        self.process.start()
+        theirs.close()
+        self._socket = ours
+        self._pending: dict[int, asyncio.Future[PageFacts]] = {}
+        self._ids = itertools.count()
+        self._reading: asyncio.Task[None] | None = None
+        self._ready = asyncio.ensure_future(self._connect())
+        self.alive = True
+
+    @property
+    def load(self) -> int:
+        return len(self._pending)
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The socket wrapped in streams, once (one transport per socket), and its reader started."""
+        reader, writer = await asyncio.open_unix_connection(sock=self._socket)
+        self._reading = asyncio.create_task(self._read(reader))
+        return reader, writer
+
+    async def call(self, args: tuple[Any, ...]) -> PageFacts:
+        _, writer = await self._ready
+        if not self.alive:
+            raise _WorkerDied
+        request_id = next(self._ids)
+        answer: asyncio.Future[PageFacts] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = answer
+        message = pickle.dumps((request_id, args), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            writer.write(len(message).to_bytes(_HEADER, "big") + message)
+            await writer.drain()
+            return await answer
+        except ConnectionError as exc:
+            raise _WorkerDied from exc
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                size = int.from_bytes(await reader.readexactly(_HEADER), "big")
+                request_id, facts = pickle.loads(await reader.readexactly(size))
+                answer = self._pending.get(request_id)
+                if answer is not None and not answer.done():
+                    answer.set_result(facts)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.alive = False
+            for answer in self._pending.values():
+                if not answer.done():
+                    answer.set_exception(_WorkerDied())
+
+    async def stop(self) -> None:
+        """Close the socket (the worker exits when it sees that) and wait for the process to go."""
+        self.alive = False
+        try:
+            _, writer = await self._ready
+            writer.close()
+        except OSError:
+            self._socket.close()
+        if self._reading is not None:
+            self._reading.cancel()
+        await asyncio.to_thread(self._reap)
+
+    def _reap(self) -> None:
+        self.process.join(_STOP_WAIT)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
 class PageParser:
     """Turns fetched homepages into PageFacts for a whole batch; safe for concurrent calls.
 
@@ -62,12 +156,12 @@ class PageParser:
     """
 
     def __init__(self, workers: int) -> None:
-        self._workers = workers
-        self._pool: ProcessPoolExecutor | None = None
+        self._size = workers
+        self._workers: list[_Worker] = []
+        self._stopping: set[asyncio.Task[None]] = set()  # the dead workers being reaped
 
     async def __aenter__(self) -> PageParser:
-        if self._workers > 0:
-            self._pool = self._start()
+        self._workers = [_Worker() for _ in range(self._size)]
         return self
 
     async def __aexit__(
@@ -76,48 +170,57 @@ class PageParser:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        workers, self._workers = self._workers, []
+        await asyncio.gather(*(worker.stop() for worker in workers), *self._stopping)
 
     async def facts(self, fetched: Fetched, *, host: str, phone_region: str | None) -> PageFacts:
         """The facts of `fetched` (an HTML homepage) of the site scanned as `host`."""
         args = (fetched.body, fetched.url, fetched.headers, fetched.encoding, phone_region, host)
-        if self._pool is None:
+        if not self._workers:
             if len(fetched.body) > THREAD_PARSE_BYTES:
                 return await asyncio.to_thread(page_facts, *args)
             return page_facts(*args)
-        loop = asyncio.get_running_loop()
-        for attempt in range(2):
-            pool = self._pool
+        for _ in range(2):
+            worker = min(self._workers, key=lambda w: w.load)
             try:
-                return await loop.run_in_executor(pool, page_facts, *args)
-            except BrokenProcessPool:
-                # A worker died (killed, or crashed on some page): start new workers once and try again.
-                if self._pool is pool:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    self._pool = self._start()
-                if attempt:
-                    break
+                return await worker.call(args)
+            except _WorkerDied:
+                # Killed, or crashed on some page: a new worker takes its place, and the page one more try.
+                if worker in self._workers:
+                    self._workers.remove(worker)
+                    self._workers.append(_Worker())
+                    self._stopping.add(asyncio.create_task(worker.stop()))
         _log.warning("%s: the page parser crashed twice on this homepage; its facts are left empty", host)
         return PageFacts()
 
-    def _start(self) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(
-            max_workers=self._workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(os.getpid(),),
-        )
-        for _ in range(self._workers):
-            pool.submit(_warm_up)  # import and load what parsing needs before the first page arrives
-        return pool
 
-
-def _init_worker(parent: int) -> None:
+def _serve(connection: socket.socket, parent: int) -> None:
+    """A worker's life: parse what arrives on `connection` until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
+    _warm_up()
+    with connection:
+        while (header := _receive(connection, _HEADER)) is not None:
+            message = _receive(connection, int.from_bytes(header, "big"))
+            if message is None:
+                return
+            request_id, args = pickle.loads(message)
+            answer = pickle.dumps((request_id, page_facts(*args)), protocol=pickle.HIGHEST_PROTOCOL)
+            connection.sendall(len(answer).to_bytes(_HEADER, "big") + answer)
+
+
+def _receive(connection: socket.socket, size: int) -> bytes | None:
+    """Exactly `size` bytes, or None when the other end closed first."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = connection.recv_into(view[got:])
+        if n == 0:
+            return None
+        got += n
+    return bytes(buffer)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -128,6 +231,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _warm_up() -> None:
+    """Import and load what parsing needs before the first page arrives."""
     from domainscan import contacts, tech
 
     tech.fingerprints()

@@ -536,3 +536,11 @@ def test_webfarm_pages_match_their_expected_records(tmp_path: Path) -> None:
         ], host
         compared += 1
     assert compared >= 50
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(" \t\n\r\x0b\x0c\x1c\x1f\x85\xa0ab\xe9\xff\u2003\u3000“")))
+def test_the_word_count_splits_where_python_does(text: str) -> None:
+    from domainscan.extract import _count_words
+
+    assert _count_words(text) == len(text.split())

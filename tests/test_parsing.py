@@ -12,11 +12,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from domainscan import parsing
 from domainscan.models import Fetched, PageFacts
 from domainscan.parsing import PageParser
 
@@ -97,16 +97,16 @@ async def test_workers_ignore_the_signals_the_terminal_sends_the_whole_group() -
 
 
 async def test_a_page_that_kills_the_parser_twice_is_left_without_facts_and_said_so(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def dying_pool() -> ProcessPoolExecutor:  # every worker dies as it starts: each try breaks the pool
-        return ProcessPoolExecutor(
-            1, mp_context=multiprocessing.get_context("spawn"), initializer=os._exit, initargs=(3,)
-        )
+    started = parsing._Worker.__init__
 
-    parser = PageParser(1)
-    parser._start = dying_pool  # type: ignore[method-assign]
-    async with parser:
+    def dies_at_once(worker: parsing._Worker) -> None:  # every worker, replacements too
+        started(worker)
+        worker.process.kill()
+
+    monkeypatch.setattr(parsing._Worker, "__init__", dies_at_once)
+    async with PageParser(1) as parser:
         with caplog.at_level(logging.WARNING, logger="domainscan"):
             facts = await parser.facts(fetched("contacts"), host="example.de", phone_region=None)
     assert facts == PageFacts()
