@@ -52,7 +52,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, Select, Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Row, Select, Table, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenacity import (
@@ -898,8 +898,7 @@ async def _finish(
     )
     if scanned:  # domains, then their sitemap rows, before jobs (see the module docstring)
         params = [o.domain_params(row.domain_id) for o, row in scanned]
-        await conn.execute(_COUNT_SCAN.where(domains.c.tenant == tenant), params)
-        await conn.execute(_LATEST_FACTS.where(domains.c.tenant == tenant), params)
+        await conn.execute(_SCAN_DOMAIN.where(domains.c.tenant == tenant), params)
         await _store_sitemaps(conn, tenant, scanned)
     finished = await conn.execute(
         _FINISH_JOB.where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id),
@@ -1041,24 +1040,30 @@ _FINISH_JOB = (
         lease_expires_at=None,
     )
 )
-_COUNT_SCAN = (
-    update(domains).where(domains.c.id == bindparam("p_domain_id")).values(scans=domains.c.scans + 1)
-)
-_LATEST_FACTS = (
+# This scan is the domain's newest (scans can finish out of order: an older one must not win).
+_NEWEST = or_(domains.c.last_scanned_at.is_(None), domains.c.last_scanned_at <= _scanned_at)
+
+
+def _if_newest(column: Any, name: str) -> Any:
+    """The parameter `name` when this scan is the domain's newest, else what `column` holds."""
+    return case((_NEWEST, bindparam(name, type_=column.type)), else_=column)
+
+
+# One write per scanned domain: the scan counted, and its facts kept when they are the newest. (Two
+# updates of the same row, a count and then the facts, cost PostgreSQL a row version each.)
+_SCAN_DOMAIN = (
     update(domains)
-    .where(
-        domains.c.id == bindparam("p_domain_id"),
-        or_(domains.c.last_scanned_at.is_(None), domains.c.last_scanned_at <= _scanned_at),
-    )
+    .where(domains.c.id == bindparam("p_domain_id"))
     .values(
-        last_scanned_at=_scanned_at,
-        last_job_id=bindparam("p_job_id"),
-        status=bindparam("p_status"),
-        error_kind=bindparam("p_error_kind"),
-        http_status=bindparam("p_http_status"),
-        url=bindparam("p_url"),
-        title=bindparam("p_title"),
-        record=bindparam("p_record"),
+        scans=domains.c.scans + 1,
+        last_scanned_at=case((_NEWEST, _scanned_at), else_=domains.c.last_scanned_at),
+        last_job_id=_if_newest(domains.c.last_job_id, "p_job_id"),
+        status=_if_newest(domains.c.status, "p_status"),
+        error_kind=_if_newest(domains.c.error_kind, "p_error_kind"),
+        http_status=_if_newest(domains.c.http_status, "p_http_status"),
+        url=_if_newest(domains.c.url, "p_url"),
+        title=_if_newest(domains.c.title, "p_title"),
+        record=_if_newest(domains.c.record, "p_record"),
     )
 )
 
