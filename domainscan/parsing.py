@@ -12,10 +12,11 @@ loop itself (asyncio streams). ``concurrent.futures.ProcessPoolExecutor`` was me
 helper threads in the main process (queue management and pickling) cost about as much CPU as the
 parsing they saved the event loop, on both sides of the pipe.
 
-The workers are spawned, not forked (the loop's process has threads by then); they ignore SIGINT and
-SIGTERM, which a terminal or a supervisor sends to the whole process group, because the main process
-decides what a signal means for the batch; and they exit by themselves once the main process is gone,
-even when it was killed without a chance to stop them.
+The workers are fresh interpreters (``python -m domainscan.parsing``), not forks (the loop's process
+has threads by then, and multiprocessing's spawn would add a resource-tracker process); they ignore
+SIGINT and SIGTERM, which a terminal or a supervisor sends to the whole process group, because the
+main process decides what a signal means for the batch; and they exit by themselves once the main
+process is gone, even when it was killed without a chance to stop them.
 
 ``--parse-workers 0`` parses in the loop's process (bodies over a MiB in a thread, so a huge page
 cannot stall the loop): the right choice on one core, and what tests use by default.
@@ -26,15 +27,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import multiprocessing
 import os
 import pickle
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
-from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 
@@ -73,11 +74,13 @@ class _Worker:
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair()
-        context = multiprocessing.get_context("spawn")
-        self.process: BaseProcess = context.Process(
-            target=_serve, args=(theirs, os.getpid()), name="domainscan-parser", daemon=True
+        # A plain interpreter, not multiprocessing's spawn: that also starts a resource-tracker process
+        # (13 MB) this protocol has no use for.
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "domainscan.parsing", str(theirs.fileno()), str(os.getpid())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
         )
-        self.process.start()
         theirs.close()
         self._socket = ours
         self._pending: dict[int, asyncio.Future[PageFacts]] = {}
@@ -142,10 +145,11 @@ class _Worker:
         await asyncio.to_thread(self._reap)
 
     def _reap(self) -> None:
-        self.process.join(_STOP_WAIT)
-        if self.process.is_alive():
+        try:
+            self.process.wait(_STOP_WAIT)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join()
+            self.process.wait()
 
 
 class PageParser:
@@ -173,6 +177,11 @@ class PageParser:
         workers, self._workers = self._workers, []
         await asyncio.gather(*(worker.stop() for worker in workers), *self._stopping)
 
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the live workers."""
+        return [worker.process.pid for worker in self._workers]
+
     async def facts(self, fetched: Fetched, *, host: str, phone_region: str | None) -> PageFacts:
         """The facts of `fetched` (an HTML homepage) of the site scanned as `host`."""
         args = (fetched.body, fetched.url, fetched.headers, fetched.encoding, phone_region, host)
@@ -195,7 +204,8 @@ class PageParser:
 
 
 def _serve(connection: socket.socket, parent: int) -> None:
-    """A worker's life: parse what arrives on `connection` until it closes."""
+    """A worker's life (``python -m domainscan.parsing FD PARENT_PID``): parse what arrives on
+    `connection` until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
@@ -236,3 +246,7 @@ def _warm_up() -> None:
 
     tech.fingerprints()
     contacts.emails([], ["warm@example.com"])
+
+
+if __name__ == "__main__":
+    _serve(socket.socket(fileno=int(sys.argv[1])), int(sys.argv[2]))

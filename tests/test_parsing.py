@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -77,22 +76,23 @@ async def test_the_phone_region_comes_from_the_scanned_host_unless_given() -> No
 async def test_a_killed_worker_is_replaced_and_the_page_still_parsed() -> None:
     async with PageParser(1) as parser:
         first = await parser.facts(fetched("contacts"), host="example.de", phone_region=None)
-        (worker,) = multiprocessing.active_children()
-        os.kill(worker.pid or 0, signal.SIGKILL)
-        worker.join(5)
+        (worker,) = parser.pids
+        os.kill(worker, signal.SIGKILL)
         again = await parser.facts(fetched("contacts"), host="example.de", phone_region=None)
         assert again == first
-        assert [p.pid for p in multiprocessing.active_children()] != [worker.pid]
+        assert len(parser.pids) == 1
+        assert parser.pids != [worker]
 
 
 async def test_workers_ignore_the_signals_the_terminal_sends_the_whole_group() -> None:
     async with PageParser(1) as parser:
         await parser.facts(fetched("contacts"), host="example.de", phone_region=None)
-        (worker,) = multiprocessing.active_children()
+        (worker,) = parser.pids
         for signum in (signal.SIGINT, signal.SIGTERM):
-            os.kill(worker.pid or 0, signum)
+            os.kill(worker, signum)
         await asyncio.sleep(0.3)
-        assert worker.is_alive()
+        assert alive(worker)
+        assert parser.pids == [worker]
         assert (await parser.facts(fetched("social"), host="example.de", phone_region=None)).social
 
 
@@ -104,6 +104,7 @@ async def test_a_page_that_kills_the_parser_twice_is_left_without_facts_and_said
     def dies_at_once(worker: parsing._Worker) -> None:  # every worker, replacements too
         started(worker)
         worker.process.kill()
+        worker.process.wait()
 
     monkeypatch.setattr(parsing._Worker, "__init__", dies_at_once)
     async with PageParser(1) as parser:
@@ -117,13 +118,13 @@ def test_workers_exit_when_the_main_process_is_killed(tmp_path: Path) -> None:
     """kill -9 gives the main process no chance to stop its workers: they must notice on their own."""
     script = textwrap.dedent(
         """
-        import asyncio, multiprocessing, sys, time
+        import asyncio, sys, time
         from domainscan.parsing import PageParser
 
         async def main():
-            async with PageParser(2):
+            async with PageParser(2) as parser:
                 await asyncio.sleep(0.5)
-                print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+                print(*parser.pids, flush=True)
                 time.sleep(600)
 
         asyncio.run(main())
