@@ -88,6 +88,7 @@ class _Worker:
         self._reading: asyncio.Task[None] | None = None
         self._ready = asyncio.ensure_future(self._connect())
         self.alive = True
+        self.started = False  # set when the worker says it is ready
 
     @property
     def load(self) -> int:
@@ -120,6 +121,9 @@ class _Worker:
         try:
             while True:
                 size = int.from_bytes(await reader.readexactly(_HEADER), "big")
+                if size == 0:  # the worker is up: imported, warmed, listening
+                    self.started = True
+                    continue
                 request_id, facts = pickle.loads(await reader.readexactly(size))
                 answer = self._pending.get(request_id)
                 if answer is not None and not answer.done():
@@ -163,6 +167,7 @@ class PageParser:
         self._size = workers
         self._workers: list[_Worker] = []
         self._stopping: set[asyncio.Task[None]] = set()  # the dead workers being reaped
+        self._started = False  # whether any worker ever said it was ready
 
     async def __aenter__(self) -> PageParser:
         self._workers = [_Worker() for _ in range(self._size)]
@@ -185,22 +190,34 @@ class PageParser:
     async def facts(self, fetched: Fetched, *, host: str, phone_region: str | None) -> PageFacts:
         """The facts of `fetched` (an HTML homepage) of the site scanned as `host`."""
         args = (fetched.body, fetched.url, fetched.headers, fetched.encoding, phone_region, host)
-        if not self._workers:
-            if len(fetched.body) > THREAD_PARSE_BYTES:
-                return await asyncio.to_thread(page_facts, *args)
-            return page_facts(*args)
-        for _ in range(2):
+        tries = 0
+        while self._workers and tries < 2:
+            tries += 1
             worker = min(self._workers, key=lambda w: w.load)
             try:
                 return await worker.call(args)
             except _WorkerDied:
-                # Killed, or crashed on some page: a new worker takes its place, and the page one more try.
-                if worker in self._workers:
-                    self._workers.remove(worker)
-                    self._workers.append(_Worker())
-                    self._stopping.add(asyncio.create_task(worker.stop()))
-        _log.warning("%s: the page parser crashed twice on this homepage; its facts are left empty", host)
-        return PageFacts()
+                # Killed, or crashed on some page: a new worker takes its place, the page one more try.
+                self._started |= worker.started
+                self._replace(worker)
+        if self._workers and self._started:
+            _log.warning("%s: the page parser crashed twice on this homepage; its facts are left empty", host)
+            return PageFacts()
+        if self._workers:
+            # No worker ever got as far as saying it was ready: they cannot start here (an interpreter
+            # that cannot run `python -m domainscan.parsing`, say). Parse here rather than lose every page.
+            _log.warning("parse workers could not start; parsing in the main process (--parse-workers 0)")
+            self._stopping.update(asyncio.create_task(worker.stop()) for worker in self._workers)
+            self._workers = []
+        if len(fetched.body) > THREAD_PARSE_BYTES:
+            return await asyncio.to_thread(page_facts, *args)
+        return page_facts(*args)
+
+    def _replace(self, worker: _Worker) -> None:
+        if worker in self._workers:
+            self._workers.remove(worker)
+            self._workers.append(_Worker())
+            self._stopping.add(asyncio.create_task(worker.stop()))
 
 
 def _serve(connection: socket.socket, parent: int) -> None:
@@ -211,6 +228,7 @@ def _serve(connection: socket.socket, parent: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
     _warm_up()
     with connection:
+        connection.sendall(bytes(_HEADER))  # an empty message: ready
         while (header := _receive(connection, _HEADER)) is not None:
             message = _receive(connection, int.from_bytes(header, "big"))
             if message is None:

@@ -99,19 +99,43 @@ async def test_workers_ignore_the_signals_the_terminal_sends_the_whole_group() -
 async def test_a_page_that_kills_the_parser_twice_is_left_without_facts_and_said_so(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    async with PageParser(1) as parser:
+        assert (await parser.facts(fetched("contacts"), host="example.de", phone_region=None)).emails
+        started = parsing._Worker.__init__
+
+        def dies_at_once(worker: parsing._Worker) -> None:  # the replacements, as if the page killed them
+            started(worker)
+            worker.process.kill()
+            worker.process.wait()
+
+        monkeypatch.setattr(parsing._Worker, "__init__", dies_at_once)
+        os.kill(parser.pids[0], signal.SIGKILL)
+        with caplog.at_level(logging.WARNING, logger="domainscan"):
+            facts = await parser.facts(fetched("contacts"), host="example.de", phone_region=None)
+    assert facts == PageFacts()
+    assert "example.de: the page parser crashed twice on this homepage" in caplog.text
+
+
+async def test_workers_that_cannot_start_leave_parsing_to_the_main_process(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     started = parsing._Worker.__init__
 
-    def dies_at_once(worker: parsing._Worker) -> None:  # every worker, replacements too
+    def dies_at_once(worker: parsing._Worker) -> None:  # every worker, as if the interpreter could not run it
         started(worker)
         worker.process.kill()
         worker.process.wait()
 
     monkeypatch.setattr(parsing._Worker, "__init__", dies_at_once)
-    async with PageParser(1) as parser:
+    async with PageParser(2) as parser:
         with caplog.at_level(logging.WARNING, logger="domainscan"):
-            facts = await parser.facts(fetched("contacts"), host="example.de", phone_region=None)
-    assert facts == PageFacts()
-    assert "example.de: the page parser crashed twice on this homepage" in caplog.text
+            first = await parser.facts(fetched("contacts"), host="example.de", phone_region=None)
+            second = await parser.facts(fetched("social"), host="example.de", phone_region=None)
+        assert parser.pids == []
+    async with PageParser(0) as inline:
+        assert first == await inline.facts(fetched("contacts"), host="example.de", phone_region=None)
+        assert second == await inline.facts(fetched("social"), host="example.de", phone_region=None)
+    assert caplog.text.count("parse workers could not start; parsing in the main process") == 1
 
 
 def test_workers_exit_when_the_main_process_is_killed(tmp_path: Path) -> None:
