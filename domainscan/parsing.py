@@ -25,6 +25,7 @@ cannot stall the loop): the right choice on one core, and what tests use by defa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -222,12 +223,13 @@ class PageParser:
 
 def _serve(connection: socket.socket, parent: int) -> None:
     """A worker's life (``python -m domainscan.parsing FD PARENT_PID``): parse what arrives on
-    `connection` until it closes."""
+    `connection` until it closes. The main process closing it first, even mid-answer (a batch that
+    stopped at once), is the normal end too: nothing to say about it on the shared stderr."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
     _warm_up()
-    with connection:
+    with connection, contextlib.suppress(ConnectionError):
         connection.sendall(bytes(_HEADER))  # an empty message: ready
         while (header := _receive(connection, _HEADER)) is not None:
             message = _receive(connection, int.from_bytes(header, "big"))

@@ -165,3 +165,24 @@ def test_workers_exit_when_the_main_process_is_killed(tmp_path: Path) -> None:
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(alive(pid) for pid in workers), "parse workers outlived their main process"
+
+
+def test_a_worker_stopped_before_it_is_ready_exits_without_a_word() -> None:
+    """A batch that ends at once (an unreadable input, say) closes the workers' sockets while they are
+    still warming up: they leave quietly, since they share the user's stderr."""
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from domainscan.parsing import PageParser
+
+        async def main():
+            async with PageParser(1):
+                pass
+
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stderr) == (0, "")
