@@ -497,14 +497,15 @@ class Fetcher:
         except FetchError:
             raise
         except Exception as exc:
-            kind, detail, lost = _classify(exc, url)
+            chain = _exception_chain(exc)
+            kind, detail, lost = _classify(chain, url)
             message = self._timeout_message if kind is ErrorKind.TIMEOUT else _one_line(f"{kind}: {detail}")
             error = _ConnectionLost if lost else FetchError
             # The libraries' frames keep the exceptions they raise (aiohappyeyeballs its list of
             # attempts), so each failed connection would be a cycle of frames for the garbage collector:
             # a tenth of a batch's CPU time. Their tracebacks tell users nothing; dropping them lets
             # reference counting free the frames at once.
-            for cause in _exception_chain(exc):
+            for cause in chain:
                 cause.__traceback__ = None
             raise error(kind, message, url=str(url), redirects=tuple(trail.redirects)) from exc
 
@@ -592,14 +593,15 @@ def _retry_wait(retry_after: str | None) -> float:
 # --- error classification ---------------------------------------------------------------------------
 
 
-def _classify(exc: Exception, url: httpx.URL) -> tuple[ErrorKind, str, bool]:
-    """(kind, one-line detail, whether the connection was lost and a retry may help).
+def _classify(chain: list[BaseException], url: httpx.URL) -> tuple[ErrorKind, str, bool]:
+    """(kind, one-line detail, whether the connection was lost and a retry may help) of an exception,
+    given as its chain (:func:`_exception_chain`: the exception first).
 
     The original exceptions (ssl, socket, OSError, aiohttp) are searched first, most specific kind
     first; the httpx exception's own type is used only when none of them is on the chain (httpcore
     and MockTransport raise httpx types).
     """
-    chain = _exception_chain(exc)
+    exc = chain[0]
     where = f"{url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme, '')}"
     if (blocked := _find(chain, _Blocked)) is not None:
         return ErrorKind.BLOCKED, blocked.reason, False
