@@ -176,6 +176,14 @@ def database_url(database_server: DatabaseServer) -> str:
     return database_server.new_url()
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie waiting to be reaped does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 @pytest.fixture
 def tenant() -> str:
     """A tenant name of its own for this test."""

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
-from conftest import PGBOUNCER, POSTGRES, PostgresServer
+from conftest import PGBOUNCER, POSTGRES, PostgresServer, alive
 from farm import (
     DOMAINSCAN,
     FARM_NET,
@@ -411,14 +411,6 @@ def children(pid: int) -> set[int]:
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
         found.update(int(child) for child in task.read_text().split())
     return found
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie waiting to be reaped does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def crash(scan: Scan, *, twice: bool) -> None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import alive
 
 from domainscan import parsing
 from domainscan.models import Fetched, PageFacts
@@ -36,13 +37,16 @@ def fetched(name: str, url: str = "https://www.example.de/") -> Fetched:
     )
 
 
-def alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie waiting to be reaped does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
+def new_workers_die(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every worker started from now on is killed as soon as it starts."""
+    started = parsing._Worker.__init__
+
+    def dies_at_once(worker: parsing._Worker) -> None:
+        started(worker)
+        worker.process.kill()
+        worker.process.wait()
+
+    monkeypatch.setattr(parsing._Worker, "__init__", dies_at_once)
 
 
 async def test_workers_give_the_facts_the_main_process_gives() -> None:
@@ -101,14 +105,7 @@ async def test_a_page_that_kills_the_parser_twice_is_left_without_facts_and_said
 ) -> None:
     async with PageParser(1) as parser:
         assert (await parser.facts(fetched("contacts"), host="example.de", phone_region=None)).emails
-        started = parsing._Worker.__init__
-
-        def dies_at_once(worker: parsing._Worker) -> None:  # the replacements, as if the page killed them
-            started(worker)
-            worker.process.kill()
-            worker.process.wait()
-
-        monkeypatch.setattr(parsing._Worker, "__init__", dies_at_once)
+        new_workers_die(monkeypatch)  # the replacements, as if the page killed them
         os.kill(parser.pids[0], signal.SIGKILL)
         with caplog.at_level(logging.WARNING, logger="domainscan"):
             facts = await parser.facts(fetched("contacts"), host="example.de", phone_region=None)
@@ -119,14 +116,7 @@ async def test_a_page_that_kills_the_parser_twice_is_left_without_facts_and_said
 async def test_workers_that_cannot_start_leave_parsing_to_the_main_process(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started = parsing._Worker.__init__
-
-    def dies_at_once(worker: parsing._Worker) -> None:  # every worker, as if the interpreter could not run it
-        started(worker)
-        worker.process.kill()
-        worker.process.wait()
-
-    monkeypatch.setattr(parsing._Worker, "__init__", dies_at_once)
+    new_workers_die(monkeypatch)  # every worker, as if the interpreter could not run it
     async with PageParser(2) as parser:
         with caplog.at_level(logging.WARNING, logger="domainscan"):
             first = await parser.facts(fetched("contacts"), host="example.de", phone_region=None)
