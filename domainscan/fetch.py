@@ -27,10 +27,13 @@ Why it looks the way it does:
   them ourselves with zlib's ``max_length``, so a gzip bomb costs the cap and not a multiple of a
   network chunk (httpx's decoders inflate whole chunks). Brotli and zstd are not advertised: their
   decoders here cannot stop at a size.
-- **The address policy on the address connected to.** A resolver wrapped around aiohttp's drops every
-  address the :class:`~domainscan.netpolicy.AddressPolicy` refuses before aiohttp connects, so a name
-  that resolves (or rebinds) to 10.x or 169.254.169.254 is ``blocked``; IP-literal URLs never reach a
-  resolver, so every hop's URL is checked too. Nothing private is contacted unless ``--allow-net``.
+- **The address policy on the address connected to.** Our resolver
+  (:class:`~domainscan.resolver.SiteResolver`) drops every address the
+  :class:`~domainscan.netpolicy.AddressPolicy` refuses before aiohttp connects, so a name that resolves
+  (or rebinds) to 10.x or 169.254.169.254 is ``blocked``; IP-literal URLs never reach a resolver, so
+  every hop's URL is checked too. Nothing private is contacted unless ``--allow-net``. The same resolver
+  looks a name up once for all its ports and does not retry an address and port that just refused a
+  connection; the fetcher tells it of each refusal.
 - **Errors translated in one place.** ``Fetcher._translated`` turns whatever httpx, httpcore, aiohttp,
   ``ssl`` or the OS raised into a :class:`~domainscan.errors.FetchError` with an ``ErrorKind`` and a
   one-line message. The kind is read from the original exceptions on the ``__cause__``/``__context__``
@@ -59,15 +62,13 @@ from typing import TypeVar
 
 import aiohttp
 import httpx
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.resolver import ThreadedResolver
 
 from domainscan.charsets import content_type_charset, decide_encoding
 from domainscan.config import Settings
 from domainscan.errors import ErrorKind, FetchError
 from domainscan.models import Fetched, Target
-from domainscan.netpolicy import AddressPolicy
+from domainscan.resolver import Blocked, KnownRefused, SiteResolver
 from domainscan.transport import AiohttpTransport
 
 MAX_REDIRECTS = 10
@@ -107,36 +108,6 @@ _CookieState = frozenset[tuple[str, str, str, str | None]]  # (domain, path, nam
 
 class _ConnectionLost(FetchError):
     """A connection reset or dropped by the server: the one transport failure worth a retry."""
-
-
-class _Blocked(Exception):
-    """Raised by the resolver when the policy refuses every address of a name. Not an OSError, so
-    aiohttp lets it through instead of turning it into a DNS error."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _PolicyResolver(AbstractResolver):
-    """The system resolver (so /etc/hosts counts), minus the addresses the policy refuses."""
-
-    def __init__(self, policy: AddressPolicy) -> None:
-        self._policy = policy
-        self._resolver = ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._resolver.resolve(host, port, family)
-        allowed = [r for r in results if self._policy.check(r["host"]) is None]
-        if not allowed:
-            reason = self._policy.check(results[0]["host"]) if results else "it has no address"
-            raise _Blocked(f"{host}: {reason}")
-        return allowed
-
-    async def close(self) -> None:
-        await self._resolver.close()
 
 
 @dataclass(slots=True)
@@ -212,7 +183,11 @@ class Fetcher:
         self._homepage = _Reading(ACCEPT, self._read_page)
         # A domain whose sitemaps are scanned has up to PARALLEL_PER_DOMAIN requests in flight.
         connections = settings.concurrency * (PARALLEL_PER_DOMAIN if settings.sitemaps else 1)
-        self._transport = transport or _aiohttp_transport(connections, settings.address_policy)
+        self._resolver: SiteResolver | None = None  # told of refusals; a given transport has none of ours
+        if transport is None:
+            self._resolver = SiteResolver(settings.address_policy)
+            transport = _aiohttp_transport(connections, self._resolver)
+        self._transport = transport
         self._headers = {"User-Agent": settings.user_agent, "Accept-Encoding": ACCEPT_ENCODING}
 
     async def __aenter__(self) -> Fetcher:
@@ -427,7 +402,7 @@ class Fetcher:
     ) -> _Page | httpx.URL | _Wait:
         """Send one request: a redirect's target, a wait before retrying, or the page."""
         if _is_ip_literal(url.host) and (reason := self._settings.address_policy.check(url.host)):
-            raise _Blocked(reason)  # no resolver sees an IP literal: this is where it is checked
+            raise Blocked(reason)  # no resolver sees an IP literal: this is where it is checked
         request = httpx.Request("GET", url, headers={**self._headers, "Accept": reading.accept})
         if trail.cookies is not None:
             trail.cookies.set_cookie_header(request)
@@ -499,6 +474,8 @@ class Fetcher:
         except Exception as exc:
             chain = _exception_chain(exc)
             kind, detail, lost = _classify(chain, url)
+            if self._resolver is not None and _is_refusal(chain):
+                self._resolver.refused(url.host, url.port or _DEFAULT_PORTS[url.scheme])
             message = self._timeout_message if kind is ErrorKind.TIMEOUT else _one_line(f"{kind}: {detail}")
             error = _ConnectionLost if lost else FetchError
             # The libraries' frames keep the exceptions they raise (aiohappyeyeballs its list of
@@ -510,7 +487,7 @@ class Fetcher:
             raise error(kind, message, url=str(url), redirects=tuple(trail.redirects)) from exc
 
 
-def _aiohttp_transport(concurrency: int, policy: AddressPolicy) -> httpx.AsyncBaseTransport:
+def _aiohttp_transport(concurrency: int, resolver: SiteResolver) -> httpx.AsyncBaseTransport:
     """The default transport: httpx on an aiohttp session built lazily inside the running loop."""
     ssl_context = httpx.create_ssl_context()  # verifying, certifi's CA bundle; loaded once per batch
     # One connection per worker at a time, plus headroom for connections still being released.
@@ -520,10 +497,10 @@ def _aiohttp_transport(concurrency: int, policy: AddressPolicy) -> httpx.AsyncBa
         connector = aiohttp.TCPConnector(
             limit=limit,
             limit_per_host=0,  # every domain is a different host; the global limit is what matters
-            ttl_dns_cache=300,
+            use_dns_cache=False,  # the resolver has its own, per name rather than per name and port
             keepalive_timeout=5,  # a homepage rarely reuses a connection beyond its own redirects
             ssl=ssl_context,
-            resolver=_PolicyResolver(policy),
+            resolver=resolver,
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -603,8 +580,10 @@ def _classify(chain: list[BaseException], url: httpx.URL) -> tuple[ErrorKind, st
     """
     exc = chain[0]
     where = f"{url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme, '')}"
-    if (blocked := _find(chain, _Blocked)) is not None:
+    if (blocked := _find(chain, Blocked)) is not None:
         return ErrorKind.BLOCKED, blocked.reason, False
+    if _find(chain, KnownRefused) is not None:  # said as the refusal it stands for
+        return ErrorKind.CONNECT, f"{os.strerror(errno.ECONNREFUSED).lower()} ({where})", False
     if (cert := _find(chain, ssl.SSLCertVerificationError)) is not None:
         reason = getattr(cert, "verify_message", None) or _ssl_reason(cert)
         return ErrorKind.TLS, f"certificate verify failed: {reason} ({where})", False
@@ -663,6 +642,11 @@ def _find(chain: list[BaseException], kind: type[_E]) -> _E | None:
     """The deepest exception of `kind`: the original, not a wrapper that subclasses it (aiohttp's
     ClientConnectorCertificateError is an ssl.SSLCertVerificationError without its details)."""
     return next((e for e in reversed(chain) if isinstance(e, kind)), None)
+
+
+def _is_refusal(chain: list[BaseException]) -> bool:
+    os_error = _find_os_error(chain)
+    return os_error is not None and os_error.errno == errno.ECONNREFUSED
 
 
 def _find_os_error(chain: list[BaseException]) -> OSError | None:

@@ -31,6 +31,7 @@ from domainscan.errors import ErrorKind, FetchError
 from domainscan.fetch import ACCEPT, Fetcher
 from domainscan.models import Fetched, Target
 from domainscan.netpolicy import AddressPolicy, parse_networks
+from domainscan.resolver import SiteResolver
 
 PAGE = b"<!DOCTYPE html><html><head><title>Hello</title></head><body>hi</body></html>"
 HTML = {"content-type": "text/html; charset=utf-8"}
@@ -671,6 +672,41 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
     assert str(error) == f"connect: connection refused (127.0.0.1:{port})"
 
 
+@pytest.mark.parametrize("remembered", [True, False], ids=["remembered", "control-forgotten"])
+async def test_a_refused_address_and_port_is_not_tried_again_for_another_name(
+    monkeypatch: pytest.MonkeyPatch, remembered: bool
+) -> None:
+    """Shared hosting: many names, one address whose port refuses. Only the first name pays for a
+    connection attempt; the others are told "connection refused" at once, in the same words. The control
+    forgets every refusal and sees every attempt made, so the count below can tell the two apart."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real_getaddrinfo("127.0.0.1" if host in ("a.test", "b.test") else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    if not remembered:
+        monkeypatch.setattr(SiteResolver, "refused", lambda self, host, port: None)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    attempts: list[Any] = []
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> None:
+        attempts.append(address)
+        real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    async with Fetcher(settings()) as fetcher:
+        for name in ("a.test", "b.test"):
+            with pytest.raises(FetchError) as info:
+                await fetcher.fetch(target(f"{name}:{port}"))  # https, then http, on the same port
+            assert str(info.value) == f"connect: connection refused ({name}:{port})"
+    assert all(address == ("127.0.0.1", port) for address in attempts)
+    assert len(attempts) == (1 if remembered else 4)
+
+
 async def test_a_name_that_does_not_resolve_is_a_dns_error(no_dns: list[str]) -> None:
     error, took = await fetch_real_error("nodns.invalid")
     assert error.kind is ErrorKind.DNS
@@ -819,44 +855,6 @@ async def test_a_name_resolving_to_loopback_is_blocked_on_the_real_transport() -
     assert error.kind is ErrorKind.BLOCKED
     assert "127.0.0.1 is a loopback address" in str(error)
     assert str(error).startswith("blocked: localhost: ")
-
-
-class _FixedResolver:
-    """Stands in for the system resolver: answers every name with the given addresses."""
-
-    def __init__(self, *addresses: str) -> None:
-        self.addresses = addresses
-
-    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, Any]]:
-        return [
-            {"hostname": host, "host": a, "port": port, "family": family, "proto": 0, "flags": 0}
-            for a in self.addresses
-        ]
-
-    async def close(self) -> None:
-        return None
-
-
-@pytest.mark.parametrize(
-    ("addresses", "allowed"),
-    [
-        (("93.184.216.34", "10.0.0.1"), ["93.184.216.34"]),  # a mixed answer keeps only the public one
-        (("127.0.0.1",), None),  # a rebinding answer: nothing public left
-        (("::ffff:169.254.169.254", "fe80::1"), None),
-    ],
-)
-async def test_the_resolver_drops_refused_addresses(
-    addresses: tuple[str, ...], allowed: list[str] | None
-) -> None:
-    from domainscan.fetch import _Blocked, _PolicyResolver
-
-    resolver = _PolicyResolver(AddressPolicy())
-    resolver._resolver = _FixedResolver(*addresses)  # type: ignore[assignment]
-    if allowed is None:
-        with pytest.raises(_Blocked, match=r"^rebind\.test: "):
-            await resolver.resolve("rebind.test", 80)
-    else:
-        assert [r["host"] for r in await resolver.resolve("rebind.test", 80)] == allowed
 
 
 # --- site files: robots.txt and sitemaps -------------------------------------------------------------
