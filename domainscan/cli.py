@@ -11,7 +11,7 @@ import signal
 import sys
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -36,6 +36,7 @@ from domainscan.report import Environment, make_writer, resolve_format, summary_
 if TYPE_CHECKING:
     from domainscan.db import Repository
     from domainscan.models import BatchReport, ScanResult
+    from domainscan.parsing import PageParser
 
     ResultSink = Callable[[ScanResult], None]
 
@@ -464,12 +465,17 @@ def _scan_inputs(
 def _scan(
     settings: Settings, env: Environment, items: Any, source: str, fmt: OutputFormat, *, quiet: bool
 ) -> BatchReport:
-    from domainscan.pipeline import run_batch
+    from domainscan.parsing import PageParser
 
     async def start(repo: Repository | None, sink: ResultSink) -> BatchReport:
-        return await run_batch(settings, items, source=source, repo=repo, sink=sink)
+        from domainscan.pipeline import run_batch  # the HTTP client: imported while the parsers start
 
-    return _drive(settings, env, fmt, start, quiet=quiet)
+        return await run_batch(settings, items, source=source, repo=repo, sink=sink, parser=parser)
+
+    # Started before the database is opened and the HTTP client imported: the workers' own start (an
+    # interpreter, lxml, the fingerprints) then overlaps the main process's instead of following it.
+    parser = PageParser(settings.parse_workers if settings.homepage else 0)
+    return _drive(settings, env, fmt, start, quiet=quiet, parser=parser)
 
 
 def _resume(
@@ -497,8 +503,10 @@ def _drive(
     start: Callable[[Repository | None, ResultSink], Awaitable[BatchReport]],
     *,
     quiet: bool,
+    parser: PageParser | None = None,
 ) -> BatchReport:
-    """Output, progress and the repository around one run of the pipeline."""
+    """Output, progress, the repository and (when given) the page parser around one run of the
+    pipeline; the parser starts first."""
     from domainscan.report import BatchProgress
 
     writer = make_writer(fmt, env)
@@ -509,9 +517,14 @@ def _drive(
             progress.advance(result.ok)
 
         async def go() -> BatchReport:
-            if not settings.store:
-                return await start(None, sink)
-            async with _repository(settings.database_url, settings.db_pool_size) as repo:
+            async with AsyncExitStack() as stack:
+                if parser is not None:
+                    await stack.enter_async_context(parser)
+                if not settings.store:
+                    return await start(None, sink)
+                repo = await stack.enter_async_context(
+                    _repository(settings.database_url, settings.db_pool_size)
+                )
                 return await start(repo, sink)
 
         try:

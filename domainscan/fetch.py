@@ -86,6 +86,7 @@ _SNIFF_BYTES = 1024  # how much of an untyped body decides whether it is HTML
 _PREFIX_BYTES = 16 * 1024  # what is kept of a body nobody will parse (not HTML, or an error status)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+_FAMILY = socket.AF_UNSPEC  # what the connector asks the resolver for: IPv4 and IPv6
 
 # Header bounds for the aiohttp session: generous enough for real Content-Security-Policy and Set-Cookie
 # headers, small enough that a hostile server cannot make us buffer more than ~2 MiB of them.
@@ -323,8 +324,10 @@ class Fetcher:
         An HTTP error status or a timeout is an answer from (or about) the site, so it is not retried
         over http; neither is a failure after a redirect, since the site chose where to send us.
         """
+        https = _site_url("https", domain, path)
         try:
-            return await self._follow(_site_url("https", domain, path), trail, deadline, reading)
+            await self._look_up(https, trail)
+            return await self._follow(https, trail, deadline, reading)
         except FetchError as exc:
             if exc.kind not in (ErrorKind.CONNECT, ErrorKind.TLS) or exc.redirects:
                 raise
@@ -335,6 +338,17 @@ class Fetcher:
             if exc.kind is ErrorKind.CONNECT and not exc.redirects:
                 raise https_error from None  # both failed to connect: the https reason is the telling one
             raise
+
+    async def _look_up(self, url: httpx.URL, trail: _Trail) -> None:
+        """Ask the resolver about a domain's first URL before requesting it. It keeps the answer for
+        the request; a name without an address, a blocked one, or one whose address just refused this
+        port fails here as the request would have, without the cost of making it (on shared hosting
+        whose https port is closed, that is every name but the first)."""
+        if self._resolver is None or _is_ip_literal(url.host):
+            return
+        trail.url, trail.redirects = str(url), []
+        with self._translated(url, trail):
+            await self._resolver.resolve(url.host, url.port or _DEFAULT_PORTS[url.scheme], _FAMILY)
 
     async def _follow(
         self, url: httpx.URL, trail: _Trail, deadline: asyncio.Timeout, reading: _Reading
@@ -497,6 +511,7 @@ def _aiohttp_transport(concurrency: int, resolver: SiteResolver) -> httpx.AsyncB
         connector = aiohttp.TCPConnector(
             limit=limit,
             limit_per_host=0,  # every domain is a different host; the global limit is what matters
+            family=_FAMILY,
             use_dns_cache=False,  # the resolver has its own, per name rather than per name and port
             keepalive_timeout=5,  # a homepage rarely reuses a connection beyond its own redirects
             ssl=ssl_context,

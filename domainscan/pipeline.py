@@ -72,12 +72,20 @@ class Pipeline:
     """Runs one batch: `run` for new inputs, `resume` for a stored batch's unfinished jobs."""
 
     def __init__(
-        self, settings: Settings, *, repo: Repository | None, sink: ResultSink, fetcher: Fetcher | None = None
+        self,
+        settings: Settings,
+        *,
+        repo: Repository | None,
+        sink: ResultSink,
+        fetcher: Fetcher | None = None,
+        parser: PageParser | None = None,
     ) -> None:
+        """`parser`, when given, is started and stopped by the caller (who may start it early)."""
         self._settings = settings
         self._repo = repo
         self._sink = sink
         self._fetcher = fetcher
+        self._parser = parser
         self._stop_signal: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._failure: BaseException | None = None
@@ -145,8 +153,11 @@ class Pipeline:
         recorder = Recorder(repo, settings, report, self._sink)
         queue: Work = asyncio.Queue(settings.concurrency)
         fetcher = self._fetcher or Fetcher(settings)
-        parser = PageParser(settings.parse_workers if settings.homepage else 0)
-        async with fetcher, parser:
+        async with fetcher, contextlib.AsyncExitStack() as owned:
+            parser = self._parser
+            if parser is None:
+                made = PageParser(settings.parse_workers if settings.homepage else 0)
+                parser = await owned.enter_async_context(made)
             recorder_task = asyncio.create_task(recorder.run())
             workers = [
                 asyncio.create_task(self._work(fetcher, parser, queue, recorder, report))
@@ -340,9 +351,10 @@ async def run_batch(
     source: str,
     repo: Repository | None,
     sink: ResultSink,
+    parser: PageParser | None = None,
 ) -> BatchReport:
     """Run a new batch with SIGINT/SIGTERM wired to a graceful stop."""
-    pipeline = Pipeline(settings, repo=repo, sink=sink)
+    pipeline = Pipeline(settings, repo=repo, sink=sink, parser=parser)
     with _with_signals(pipeline):
         return await pipeline.run(items, source=source)
 
