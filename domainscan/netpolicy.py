@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from domainscan.errors import UsageError
@@ -76,7 +77,13 @@ class AddressPolicy:
     allow: tuple[Network, ...] = ()
 
     def check(self, host: str) -> str | None:
-        """None when `host` (an IP address literal) may be contacted, else a one-line reason."""
+        """None when `host` (an IP address literal) may be contacted, else a one-line reason.
+
+        Remembered for the most recent addresses: a batch meets the same ones again and again (shared
+        hosting, CDNs), and the checks cost more than the lookup of a remembered answer."""
+        return _checked(self, host)
+
+    def _check(self, host: str) -> str | None:
         try:
             address = ip_address(host.strip("[]").split("%", 1)[0])
         except ValueError:
@@ -87,3 +94,8 @@ class AddressPolicy:
         if reason is None:
             return None
         return f"{host} is {reason}; use --allow-net to scan it"
+
+
+@lru_cache(maxsize=4096)
+def _checked(policy: AddressPolicy, host: str) -> str | None:
+    return policy._check(host)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from domainscan.db import Repository
 
 REGISTER_CHUNK = 500  # inputs stored per repository operation
-FEED_CHUNK = 200  # queued jobs read per repository operation
+FEED_CHUNK = 500  # queued jobs read per repository operation (each a connection with NullPool)
 LEASE_POLL = 1.0  # seconds between looks at the jobs a resume waits for (another owner's live lease)
 
 Work = asyncio.Queue[tuple[Target, int | None] | None]

@@ -1,12 +1,12 @@
 """The recorder: writes what the workers report in small batches, then hands it to the output.
 
 One repository operation per flush (GUIDE §3, §8): up to FLUSH_SIZE results, or whatever waited
-FLUSH_INTERVAL seconds, in one short transaction, after the `running` marks (with their leases) of the
-jobs that started since the last flush and are still running (a job that started and finished between
-two flushes goes from queued to its outcome in one write). A record reaches the output only after that
-write, so a record on stdout is a record in the database; when the write fails even after the
-repository's retries, the records go to the spool file instead and still reach the output. The next
-flush tries the database again, so a database that comes back is used again.
+FLUSH_INTERVAL seconds, in one short transaction (one connection), with the `running` marks (and
+leases) of the jobs that started since the last flush and are still running (a job that started and
+finished between two flushes goes from queued to its outcome in one write). A record reaches the
+output only after that write, so a record on stdout is a record in the database; when the write fails
+even after the repository's retries, the records go to the spool file instead and still reach the
+output. The next flush tries the database again, so a database that comes back is used again.
 """
 
 from __future__ import annotations
@@ -86,11 +86,14 @@ class Recorder:
         batch_id = self._report.batch_id
         if self._repo is not None and batch_id is not None:
             try:
-                if running:
-                    await self._repo.mark_running(self._tenant, running, lease_seconds=self._lease_seconds)
+                lease = self._lease_seconds
                 if results:
-                    await self._repo.finish_jobs(self._tenant, batch_id, results)
-                elif not running and time.monotonic() - self._last_write > HEARTBEAT_INTERVAL:
+                    await self._repo.finish_jobs(
+                        self._tenant, batch_id, results, running=running, lease_seconds=lease
+                    )
+                elif running:
+                    await self._repo.mark_running(self._tenant, running, lease_seconds=lease)
+                elif time.monotonic() - self._last_write > HEARTBEAT_INTERVAL:
                     await self._repo.heartbeat(self._tenant, batch_id, lease_seconds=self._lease_seconds)
                 self._last_write = time.monotonic()
             except StorageError as exc:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from conftest import PGBOUNCER, POSTGRES
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import AsyncAdaptedQueuePool
@@ -454,6 +454,38 @@ async def test_job_lifecycle_records_states_and_times(
     assert done[invalid_id].result is None
     await repo.mark_running(tenant, [ok_id])  # a finished job does not go back to running
     assert (await job_rows(database_url, tenant))[ok_id].status == "succeeded"
+
+
+@pytest.mark.parametrize("combined", [True, False], ids=["one-operation", "control-two-operations"])
+async def test_finish_jobs_leases_running_jobs_in_the_same_transaction(
+    repo: Repository, tenant: str, database_url: str, combined: bool
+) -> None:
+    """A recorder flush is one operation: outcomes and the new running marks share one transaction,
+    so one connection taken from the pool (with NullPool, PostgreSQL's default, one new connection).
+    The control makes the same writes as two operations and takes two, so the count tells them apart."""
+    batch_id = await repo.start_batch(tenant, "domains.txt", {})
+    done_id, started_id, late_id = new_jobs(
+        await repo.add_jobs(tenant, batch_id, [target("done.com"), target("started.com"), target("late.com")])
+    )
+    connections: list[object] = []
+    event.listen(repo._engine.sync_engine, "checkout", lambda dbapi, *_: connections.append(dbapi))
+    outcome = result(tenant, batch_id, done_id, "done.com", title="Done")
+    if combined:
+        stored = await repo.finish_jobs(
+            tenant, batch_id, [outcome], running=[started_id, done_id], lease_seconds=60
+        )
+    else:
+        await repo.mark_running(tenant, [started_id], lease_seconds=60)
+        stored = await repo.finish_jobs(tenant, batch_id, [outcome])
+    assert stored == 1
+    assert len(connections) == (1 if combined else 2)
+    rows = await job_rows(database_url, tenant)
+    assert [rows[i].status for i in (done_id, started_id, late_id)] == ["succeeded", "running", "queued"]
+    assert rows[started_id].lease_expires_at is not None
+    assert (rows[done_id].lease_owner, rows[done_id].result["title"]) == (None, "Done")
+    batch = await repo.get_batch(tenant, batch_id)
+    assert batch is not None
+    assert (batch.ok, batch.failed) == (1, 0)
 
 
 async def test_finish_jobs_updates_domains_and_counters(repo: Repository, tenant: str) -> None:

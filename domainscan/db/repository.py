@@ -399,35 +399,25 @@ class Repository:
         expires = now + timedelta(seconds=lease_seconds)
 
         async def op(retry: bool) -> list[int]:
-            moved: dict[int, int] = {}
             async with self._write() as conn:
-                for chunk in _chunked(ids):
-                    stmt = (
-                        update(jobs)
-                        .where(jobs.c.tenant == tenant, jobs.c.status == "queued", jobs.c.id.in_(chunk))
-                        .values(
-                            status="running", started_at=now, lease_owner=lessee, lease_expires_at=expires
-                        )
-                        .returning(jobs.c.id, jobs.c.batch_id)
-                    )
-                    moved.update((row.id, row.batch_id) for row in await conn.execute(stmt))
-                    if retry:  # the ones an attempt whose acknowledgement was lost already moved
-                        mine = select(jobs.c.id, jobs.c.batch_id).where(
-                            jobs.c.tenant == tenant,
-                            jobs.c.id.in_(chunk),
-                            jobs.c.status == "running",
-                            jobs.c.lease_owner == lessee,
-                            jobs.c.started_at == now,
-                        )
-                        moved.update((row.id, row.batch_id) for row in await conn.execute(mine))
-                for batch_id in sorted(set(moved.values())):
-                    await _bump_batch(conn, tenant, batch_id, heartbeat_at=now)
-            return sorted(moved)
+                return await _mark_running(conn, tenant, ids, lessee, now, expires, retry=retry)
 
         return await self._retrying(op)
 
-    async def finish_jobs(self, tenant: str, batch_id: int, results: Sequence[ScanResult]) -> int:
+    async def finish_jobs(
+        self,
+        tenant: str,
+        batch_id: int,
+        results: Sequence[ScanResult],
+        *,
+        running: Sequence[int] = (),
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> int:
         """Store the outcome of many jobs of one batch in one transaction; returns how many were stored.
+
+        In the same transaction, after the outcomes (rows are locked domains first, then jobs), the
+        `running` jobs are leased as :meth:`mark_running` would: a recorder's flush is then one
+        connection and one commit, not two of each (a new connection each with NullPool).
 
         Each job that has no outcome yet (queued, running or cancelled) gets its terminal state
         (succeeded, failed, or cancelled when the scan was stopped), its full output record (the
@@ -442,15 +432,22 @@ class Repository:
         Raises StorageError, writing nothing, if a result names a job outside this tenant's batch.
         """
         if not results:
+            if running:
+                await self.mark_running(tenant, running, lease_seconds=lease_seconds)
             return 0
         if any(r.job_id is None for r in results):
             raise ValueError("finish_jobs needs results with a job_id (from add_jobs)")
         outcomes = [_Outcome.from_result(r) for r in results]
+        ids = sorted(set(running))
+        lessee = default_owner()
         now = utcnow()
+        expires = now + timedelta(seconds=lease_seconds)
 
         async def op(retry: bool) -> int:
             async with self._write() as conn:
                 tally = await _finish(conn, tenant, batch_id, outcomes, now, retry=retry, strict=True)
+                if ids:
+                    await _mark_running(conn, tenant, ids, lessee, now, expires, retry=retry)
             return tally.finished
 
         return await self._retrying(op)
@@ -922,6 +919,40 @@ async def _finish(
     )
     tally.finished += len(changes)
     return tally
+
+
+async def _mark_running(
+    conn: AsyncConnection,
+    tenant: str,
+    ids: Sequence[int],
+    lessee: str,
+    now: datetime,
+    expires: datetime,
+    *,
+    retry: bool,
+) -> list[int]:
+    """Lease the queued ones of `ids` to `lessee`; see Repository.mark_running."""
+    moved: dict[int, int] = {}
+    for chunk in _chunked(ids):
+        stmt = (
+            update(jobs)
+            .where(jobs.c.tenant == tenant, jobs.c.status == "queued", jobs.c.id.in_(chunk))
+            .values(status="running", started_at=now, lease_owner=lessee, lease_expires_at=expires)
+            .returning(jobs.c.id, jobs.c.batch_id)
+        )
+        moved.update((row.id, row.batch_id) for row in await conn.execute(stmt))
+        if retry:  # the ones an attempt whose acknowledgement was lost already moved
+            mine = select(jobs.c.id, jobs.c.batch_id).where(
+                jobs.c.tenant == tenant,
+                jobs.c.id.in_(chunk),
+                jobs.c.status == "running",
+                jobs.c.lease_owner == lessee,
+                jobs.c.started_at == now,
+            )
+            moved.update((row.id, row.batch_id) for row in await conn.execute(mine))
+    for batch_id in sorted(set(moved.values())):
+        await _bump_batch(conn, tenant, batch_id, heartbeat_at=now)
+    return sorted(moved)
 
 
 async def _store_sitemaps(
