@@ -370,6 +370,15 @@ def summary(runs: list[Run], name: str) -> dict[str, float] | None:
     }
 
 
+def round_ratios(runs: list[Run], a: str, b: str) -> list[float]:
+    """`a`'s wall time over `b`'s in each round where both ran well. A round's runs follow each other,
+    so when the machine's speed drifts (a VM's does, by tens of percent over minutes) both are moved
+    alike; the ratio of the medians can pair a fast run of one with a slow run of the other."""
+    walls = {(r.name, r.round): r.wall_s for r in runs if r.problem is None}
+    rounds = sorted({r.round for r in runs})
+    return [walls[a, n] / walls[b, n] for n in rounds if (a, n) in walls and (b, n) in walls]
+
+
 def ratio(a: dict[str, float] | None, b: dict[str, float] | None, key: str = "wall") -> float | None:
     return a[key] / b[key] if a and b else None
 
@@ -420,6 +429,12 @@ def report(
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         print("| " + " | ".join(cells) + " |")
+    for other in ("scrapy", "aiohttp-floor"):
+        per_round = round_ratios(runs, "domainscan-pg", other)
+        if per_round:
+            values = " ".join(f"{x:.2f}" for x in per_round)
+            middle = statistics.median(per_round)
+            print(f"\ndomainscan-pg / {other}, round by round: {values} (median {middle:.2f})")
     pg, big = stats.get("domainscan-pg"), summary(scaling, "domainscan-pg")
     if scaling:
         print(f"\nscaling: {scaling[0].sites} sites, domainscan-pg ", end="")
