@@ -89,12 +89,22 @@ class Pipeline:
         self._stop_signal: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._failure: BaseException | None = None
+        self._recorder: Recorder | None = None
         self._registered = asyncio.Event()  # set when the registrar stored more (or finished)
         self._registering = False
 
     @property
     def stopping(self) -> bool:
         return self._stop_signal is not None
+
+    def leave(self, status: int) -> None:
+        """End the process at once with `status` (a second signal); a write in flight is let finish
+        and its records printed first (:meth:`Recorder.leave`)."""
+        if self._recorder is not None:
+            self._recorder.leave(status)  # now, or once the write in flight is out
+            return
+        sys.stdout.flush()
+        os._exit(status)
 
     def stop(self, signum: int) -> None:
         """Stop taking work and cancel in-flight scans; safe to call from a signal handler."""
@@ -150,7 +160,7 @@ class Pipeline:
         """Workers and recorder around a producer; the batch's final state written at the end."""
         settings, repo = self._settings, self._repo
         started = time.monotonic()
-        recorder = Recorder(repo, settings, report, self._sink)
+        recorder = self._recorder = Recorder(repo, settings, report, self._sink)
         queue: Work = asyncio.Queue(settings.concurrency)
         fetcher = self._fetcher or Fetcher(settings)
         async with fetcher, contextlib.AsyncExitStack() as owned:
@@ -324,8 +334,7 @@ def _with_signals(pipeline: Pipeline) -> contextlib.AbstractContextManager[None]
 
     def on_signal(signum: int) -> None:
         if pipeline.stopping:
-            sys.stdout.flush()
-            os._exit(128 + signum)
+            pipeline.leave(128 + signum)
         pipeline.stop(signum)
 
     @contextlib.contextmanager

@@ -7,15 +7,22 @@ finished between two flushes goes from queued to its outcome in one write). A re
 output only after that write, so a record on stdout is a record in the database; when the write fails
 even after the repository's retries, the records go to the spool file instead and still reach the
 output. The next flush tries the database again, so a database that comes back is used again.
+
+The other way round holds too: a record the database holds reaches the output, even when the process
+is told to leave at once (a second Ctrl-C) while a write is in flight. It then leaves as soon as that
+write's records are out, within LEAVE_WAIT seconds; otherwise a resume, which does not scan finished
+jobs again, would never print them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from domainscan.config import Settings
 from domainscan.errors import ErrorKind, StorageError
@@ -30,6 +37,7 @@ FLUSH_SIZE = 100  # results written per repository operation
 FLUSH_INTERVAL = 0.5  # seconds a result may wait for company before it is written
 HEARTBEAT_INTERVAL = 5.0  # seconds between signs of life while nothing else is written (stale after 15)
 LEASE_MARGIN = 10.0  # seconds a running job's lease outlasts the domain deadline (heartbeats extend it)
+LEAVE_WAIT = 2.0  # seconds a write in flight may delay leaving at once (it is one short transaction)
 
 ResultSink = Callable[[ScanResult], None]
 
@@ -51,6 +59,8 @@ class Recorder:
         self._wake = asyncio.Event()
         self._closed = False
         self._last_write = time.monotonic()
+        self._writing = False  # a write is in flight and its records are not on the output yet
+        self._leaving: int | None = None  # the exit status to leave with once they are
 
     def started(self, job_id: int | None) -> None:
         if job_id is not None:
@@ -77,12 +87,31 @@ class Recorder:
         self._closed = True
         self._wake.set()
 
+    def leave(self, status: int) -> None:
+        """End the process with `status` now, or, while a write is in flight, once its records are on
+        the output (at most LEAVE_WAIT seconds from now). For a second Ctrl-C: no cleanup, no lost line."""
+        if not self._writing:
+            _exit_now(status)
+        self._leaving = status
+        asyncio.get_running_loop().call_later(LEAVE_WAIT, _exit_now, status)
+
     async def flush(self) -> None:
         running, self._running = self._running, []
         results, self._results = self._results, []
         if results and running:  # finished since they started: their outcome is written, no lease needed
             done = {result.job_id for result in results}
             running = [job_id for job_id in running if job_id not in done]
+        self._writing = True
+        try:
+            await self._write(running, results)
+            for result in results:
+                self._emit(result)
+        finally:
+            self._writing = False
+        if self._leaving is not None:
+            _exit_now(self._leaving)
+
+    async def _write(self, running: list[int], results: list[ScanResult]) -> None:
         batch_id = self._report.batch_id
         if self._repo is not None and batch_id is not None:
             try:
@@ -99,8 +128,6 @@ class Recorder:
             except StorageError as exc:
                 self._report.storage_error = self._report.storage_error or exc
                 self._to_spool(results)
-        for result in results:
-            self._emit(result)
 
     def _to_spool(self, results: list[ScanResult]) -> None:
         if not results:
@@ -127,3 +154,9 @@ class Recorder:
         else:
             report.failed += 1
         self._sink(result)
+
+
+def _exit_now(status: int) -> NoReturn:
+    """Leave without cleanup (what a second signal asks for), after the output already written."""
+    sys.stdout.flush()
+    os._exit(status)

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, NoReturn
 
+import pytest
+
+from domainscan import recorder as recorder_module
 from domainscan.config import Settings
 from domainscan.models import BatchReport, ScanResult
 from domainscan.recorder import Recorder
@@ -62,3 +66,86 @@ async def test_a_job_that_finished_before_the_flush_is_written_once_without_a_ru
     await recorder.flush()
     assert repo.calls[2:] == [("mark_running", [5])]
     assert [r.job_id for r in emitted] == [2, 1, 4]
+
+
+class SlowRepository(SpyRepository):
+    """A write that is in flight (committed or not) until the test lets it finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def finish_jobs(
+        self,
+        tenant: str,
+        batch_id: int,
+        results: list[ScanResult],
+        *,
+        running: list[int],
+        lease_seconds: float,
+    ) -> int:
+        await self.release.wait()
+        return await super().finish_jobs(
+            tenant, batch_id, results, running=running, lease_seconds=lease_seconds
+        )
+
+
+class Left(Exception):
+    """Stands in for os._exit in these tests: the process left, with this status."""
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    statuses: list[int] = []
+
+    def leave(status: int) -> NoReturn:
+        statuses.append(status)
+        raise Left(status)
+
+    monkeypatch.setattr(recorder_module, "_exit_now", leave)
+    return statuses
+
+
+@pytest.mark.parametrize("in_flight", [True, False], ids=["write-in-flight", "control-idle"])
+async def test_leaving_at_once_waits_for_the_records_of_a_write_in_flight(
+    exits: list[int], in_flight: bool
+) -> None:
+    """A second Ctrl-C while a write is in flight: the write may already be committed, so its records
+    are printed before the process leaves (a resume would not print them). With nothing in flight
+    (the control) it leaves at once."""
+    repo, emitted = SlowRepository(), list[ScanResult]()
+    recorder = Recorder(repo, Settings(), BatchReport(batch_id=7), emitted.append)  # type: ignore[arg-type]
+    recorder.finished(result(1))
+    recorder.finished(result(2))
+    flushing = asyncio.create_task(recorder.flush()) if in_flight else None
+    await asyncio.sleep(0)  # the write has started
+    if flushing is None:
+        with pytest.raises(Left):
+            recorder.leave(130)
+        assert (exits, emitted) == ([130], [])
+        return
+    recorder.leave(130)
+    assert exits == []  # not while the write is in flight
+    repo.release.set()
+    with pytest.raises(Left):
+        await flushing
+    assert exits == [130]
+    assert [r.job_id for r in emitted] == [1, 2]  # out before leaving
+
+
+async def test_a_write_that_never_ends_delays_leaving_by_at_most_leave_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    statuses: list[int] = []
+    monkeypatch.setattr(recorder_module, "_exit_now", statuses.append)  # from a timer: nothing to raise to
+    monkeypatch.setattr(recorder_module, "LEAVE_WAIT", 0.05)
+    repo = SlowRepository()
+    recorder = Recorder(repo, Settings(), BatchReport(batch_id=7), lambda r: None)  # type: ignore[arg-type]
+    recorder.finished(result(1))
+    flushing = asyncio.create_task(recorder.flush())
+    await asyncio.sleep(0)
+    recorder.leave(143)
+    assert statuses == []
+    await asyncio.sleep(0.2)
+    assert statuses == [143]
+    flushing.cancel()
