@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from domainscan import __version__
+from domainscan import VERSION_LINE
 from domainscan.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_BYTES,
@@ -128,7 +128,7 @@ DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks for 
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"domainscan {__version__}")
+        typer.echo(VERSION_LINE)
         raise typer.Exit()
 
 

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from domainscan import __version__
+
 HEAVY = ("httpx", "aiohttp", "uvloop", "asyncio", "lxml", "sqlalchemy", "psycopg", "alembic", "phonenumbers")
 
 PROBE = """
@@ -27,11 +29,21 @@ def imported(*args: str) -> set[str]:
     return set(done.stderr.split())
 
 
-@pytest.mark.parametrize("args", [["--version"], ["--help"], ["scan", "--help"], ["db", "--help"]])
-def test_help_and_version_import_nothing_heavy(args: list[str]) -> None:
+@pytest.mark.parametrize("args", [["--help"], ["scan", "--help"], ["db", "--help"], ["--version", "--help"]])
+def test_help_imports_nothing_heavy(args: list[str]) -> None:
     loaded = imported(*args)
     assert "typer" in loaded, "the probe runs the real command"
     assert loaded & set(HEAVY) == set()
+
+
+def test_version_alone_is_answered_before_the_command_line_framework_is_imported() -> None:
+    assert imported("--version") & {*HEAVY, "typer", "rich", "click"} == set()
+    command = [sys.executable, "-m", "domainscan", "--version"]
+    fast = subprocess.run(command, check=False, capture_output=True, text=True)
+    # The same line as the CLI's own --version (reached here with a subcommand after it).
+    full = subprocess.run([*command, "scan"], check=False, capture_output=True, text=True)
+    assert (fast.returncode, fast.stdout) == (0, f"domainscan {__version__}\n")
+    assert (full.returncode, full.stdout) == (fast.returncode, fast.stdout)
 
 
 def test_the_probe_sees_what_a_command_imports() -> None:
