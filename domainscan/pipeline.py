@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -36,7 +34,7 @@ from domainscan.errors import InvalidDomain, StorageError
 from domainscan.fetch import Fetcher
 from domainscan.models import BatchInfo, BatchReport, InvalidInput, JobInfo, Target
 from domainscan.parsing import PageParser
-from domainscan.recorder import Recorder, ResultSink
+from domainscan.recorder import Recorder, ResultSink, exit_now
 from domainscan.scan import cancelled_result, invalid_result, scan_one
 
 if TYPE_CHECKING:
@@ -100,11 +98,9 @@ class Pipeline:
     def leave(self, status: int) -> None:
         """End the process at once with `status` (a second signal); a write in flight is let finish
         and its records printed first (:meth:`Recorder.leave`)."""
-        if self._recorder is not None:
-            self._recorder.leave(status)  # now, or once the write in flight is out
-            return
-        sys.stdout.flush()
-        os._exit(status)
+        if self._recorder is None:
+            exit_now(status)
+        self._recorder.leave(status)  # now, or once the write in flight is out
 
     def stop(self, signum: int) -> None:
         """Stop taking work and cancel in-flight scans; safe to call from a signal handler."""

@@ -91,9 +91,9 @@ class Recorder:
         """End the process with `status` now, or, while a write is in flight, once its records are on
         the output (at most LEAVE_WAIT seconds from now). For a second Ctrl-C: no cleanup, no lost line."""
         if not self._writing:
-            _exit_now(status)
+            exit_now(status)
         self._leaving = status
-        asyncio.get_running_loop().call_later(LEAVE_WAIT, _exit_now, status)
+        asyncio.get_running_loop().call_later(LEAVE_WAIT, exit_now, status)
 
     async def flush(self) -> None:
         running, self._running = self._running, []
@@ -109,7 +109,7 @@ class Recorder:
         finally:
             self._writing = False
         if self._leaving is not None:
-            _exit_now(self._leaving)
+            exit_now(self._leaving)
 
     async def _write(self, running: list[int], results: list[ScanResult]) -> None:
         batch_id = self._report.batch_id
@@ -123,7 +123,7 @@ class Recorder:
                 elif running:
                     await self._repo.mark_running(self._tenant, running, lease_seconds=lease)
                 elif time.monotonic() - self._last_write > HEARTBEAT_INTERVAL:
-                    await self._repo.heartbeat(self._tenant, batch_id, lease_seconds=self._lease_seconds)
+                    await self._repo.heartbeat(self._tenant, batch_id, lease_seconds=lease)
                 self._last_write = time.monotonic()
             except StorageError as exc:
                 self._report.storage_error = self._report.storage_error or exc
@@ -156,7 +156,7 @@ class Recorder:
         self._sink(result)
 
 
-def _exit_now(status: int) -> NoReturn:
+def exit_now(status: int) -> NoReturn:
     """Leave without cleanup (what a second signal asks for), after the output already written."""
     sys.stdout.flush()
     os._exit(status)

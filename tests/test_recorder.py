@@ -19,6 +19,8 @@ class SpyRepository:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
+        self.release = asyncio.Event()  # finish_jobs is in flight until it is set
+        self.release.set()
 
     async def mark_running(self, tenant: str, job_ids: list[int], *, lease_seconds: float) -> None:
         self.calls.append(("mark_running", sorted(job_ids)))
@@ -32,8 +34,16 @@ class SpyRepository:
         running: list[int],
         lease_seconds: float,
     ) -> int:
+        await self.release.wait()
         self.calls.append(("finish_jobs", (sorted(r.job_id or 0 for r in results), sorted(running))))
         return len(results)
+
+
+def held() -> SpyRepository:
+    """A repository whose writes stay in flight (committed or not) until the test sets `release`."""
+    repo = SpyRepository()
+    repo.release.clear()
+    return repo
 
     async def heartbeat(self, tenant: str, batch_id: int, *, lease_seconds: float) -> None:
         self.calls.append(("heartbeat", batch_id))
@@ -68,28 +78,6 @@ async def test_a_job_that_finished_before_the_flush_is_written_once_without_a_ru
     assert [r.job_id for r in emitted] == [2, 1, 4]
 
 
-class SlowRepository(SpyRepository):
-    """A write that is in flight (committed or not) until the test lets it finish."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = asyncio.Event()
-
-    async def finish_jobs(
-        self,
-        tenant: str,
-        batch_id: int,
-        results: list[ScanResult],
-        *,
-        running: list[int],
-        lease_seconds: float,
-    ) -> int:
-        await self.release.wait()
-        return await super().finish_jobs(
-            tenant, batch_id, results, running=running, lease_seconds=lease_seconds
-        )
-
-
 class Left(Exception):
     """Stands in for os._exit in these tests: the process left, with this status."""
 
@@ -102,7 +90,7 @@ def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         statuses.append(status)
         raise Left(status)
 
-    monkeypatch.setattr(recorder_module, "_exit_now", leave)
+    monkeypatch.setattr(recorder_module, "exit_now", leave)
     return statuses
 
 
@@ -113,7 +101,7 @@ async def test_leaving_at_once_waits_for_the_records_of_a_write_in_flight(
     """A second Ctrl-C while a write is in flight: the write may already be committed, so its records
     are printed before the process leaves (a resume would not print them). With nothing in flight
     (the control) it leaves at once."""
-    repo, emitted = SlowRepository(), list[ScanResult]()
+    repo, emitted = held(), list[ScanResult]()
     recorder = Recorder(repo, Settings(), BatchReport(batch_id=7), emitted.append)  # type: ignore[arg-type]
     recorder.finished(result(1))
     recorder.finished(result(2))
@@ -137,9 +125,9 @@ async def test_a_write_that_never_ends_delays_leaving_by_at_most_leave_wait(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     statuses: list[int] = []
-    monkeypatch.setattr(recorder_module, "_exit_now", statuses.append)  # from a timer: nothing to raise to
+    monkeypatch.setattr(recorder_module, "exit_now", statuses.append)  # from a timer: nothing to raise to
     monkeypatch.setattr(recorder_module, "LEAVE_WAIT", 0.05)
-    repo = SlowRepository()
+    repo = held()
     recorder = Recorder(repo, Settings(), BatchReport(batch_id=7), lambda r: None)  # type: ignore[arg-type]
     recorder.finished(result(1))
     flushing = asyncio.create_task(recorder.flush())
