@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -176,3 +177,55 @@ def test_a_worker_stopped_before_it_is_ready_exits_without_a_word() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def framed(message: bytes) -> bytes:
+    return len(message).to_bytes(parsing._HEADER, "big") + message
+
+
+def test_the_inbox_hands_out_messages_in_order_however_they_were_cut() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        inbox = parsing._Inbox(theirs, limit=1 << 20)
+        stream = b"".join(framed(bytes([n]) * (1000 * n)) for n in range(1, 6))
+        for start in range(0, len(stream), 777):  # frames cut across writes
+            ours.sendall(stream[start : start + 777])
+        assert [inbox.get() for _ in range(5)] == [bytes([n]) * (1000 * n) for n in range(1, 6)]
+        ours.close()
+        assert inbox.get() is None
+
+
+def test_the_inbox_reads_ahead_no_further_than_its_limit() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        inbox = parsing._Inbox(theirs, limit=1500)
+        for n in range(1, 5):
+            ours.sendall(framed(bytes([n]) * 1000))
+        deadline = time.monotonic() + 5
+        while inbox._held < 2000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # time enough to read more, were it allowed to
+        assert inbox._held == 2000, "two messages reach the limit: the reading stops there"
+        assert inbox.get() == bytes([1]) * 1000
+        while inbox._held < 2000 and time.monotonic() < deadline:  # room again: one more is read
+            time.sleep(0.01)
+        assert inbox._held == 2000
+        assert [inbox.get() for _ in range(3)] == [bytes([n]) * 1000 for n in (2, 3, 4)]
+
+
+def test_the_inbox_drops_what_it_holds_once_the_main_process_closes() -> None:
+    """The main process closing the socket wants no more answers: parsing what is left would only
+    keep the worker (and the scan's exit) waiting."""
+    ours, theirs = socket.socketpair()
+    with theirs:
+        inbox = parsing._Inbox(theirs, limit=1 << 20)
+        for n in range(1, 4):
+            ours.sendall(framed(bytes([n]) * 1000))
+        deadline = time.monotonic() + 5
+        while inbox._held < 3000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert inbox._held == 3000
+        ours.close()
+        while not inbox._closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert inbox.get() is None
