@@ -1473,3 +1473,36 @@ async def test_pgbouncer_pause_and_kill_are_ridden_out(
         assert (batch.total, batch.ok) == (1, 1)
     finally:
         await repository.close()
+
+
+@pytest.mark.parametrize("row_by_row", [False, True], ids=["as-built", "control-row-by-row"])
+async def test_postgresql_writes_a_flush_in_one_statement_per_table(
+    repo: Repository, tenant: str, database_url: str, row_by_row: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without prepared statements (the poolers) PostgreSQL parses and plans every statement it is
+    sent: a flush's outcomes go as one JSON array per table, not one UPDATE per result. The control
+    writes them row by row, as SQLite does, and the count tells them apart."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    if row_by_row:
+        monkeypatch.setitem(
+            repository_module._STATEMENTS, "postgresql", repository_module._STATEMENTS["sqlite"]
+        )
+    batch_id = await repo.start_batch(tenant, "domains.txt", {})
+    names = [f"d{n}.com" for n in range(20)]
+    ids = new_jobs(await repo.add_jobs(tenant, batch_id, [target(name) for name in names]))
+    sent: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.startswith(("UPDATE domains", "UPDATE jobs")):
+            sent.extend([statement.split()[1]] * (len(parameters) if many else 1))
+
+    event.listen(repo._engine.sync_engine, "before_cursor_execute", count)
+    results = [result(tenant, batch_id, i, name, title=name) for i, name in zip(ids, names, strict=True)]
+    assert await repo.finish_jobs(tenant, batch_id, results) == 20
+    assert sorted(sent) == (["domains"] * 20 + ["jobs"] * 20 if row_by_row else ["domains", "jobs"])
+    for name in ("d0.com", "d19.com"):  # and what they wrote is what row by row writes
+        stored = await repo.get_domain(tenant, name)
+        assert stored is not None
+        assert (stored.title, stored.scans, stored.status) == (name, 1, "ok")
+    assert {row.status for row in (await job_rows(database_url, tenant)).values()} == {"succeeded"}

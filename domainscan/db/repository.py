@@ -52,7 +52,23 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, Select, Table, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Row,
+    Select,
+    Table,
+    Update,
+    and_,
+    any_,
+    bindparam,
+    case,
+    column,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenacity import (
@@ -893,15 +909,18 @@ async def _finish(
         ((o, row) for o, row in changes if row.domain_id is not None and o.status != "cancelled"),
         key=lambda change: str(change[1].domain),
     )
+    finish_job, scan_domain = _STATEMENTS[conn.dialect.name]
     if scanned:  # domains, then their sitemap rows, before jobs (see the module docstring)
         params = [o.domain_params(row.domain_id) for o, row in scanned]
-        await conn.execute(_SCAN_DOMAIN.where(domains.c.tenant == tenant), params)
+        await scan_domain.run(conn, params, domains.c.tenant == tenant)
         await _store_sitemaps(conn, tenant, scanned)
-    finished = await conn.execute(
-        _FINISH_JOB.where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id),
+    finished = await finish_job.run(
+        conn,
         [o.finish_params(row.status, now) for o, row in changes],
+        jobs.c.tenant == tenant,
+        jobs.c.batch_id == batch_id,
     )
-    if finished.rowcount != len(changes):  # raising rolls the domain updates back too
+    if finished != len(changes):  # raising rolls the domain updates back too
         raise TransientStorageError(
             f"jobs of batch {batch_id} changed while their results were stored; trying again"
         )
@@ -1054,49 +1073,131 @@ def _counter_of(status: str, error_kind: str | None) -> str | None:
     return None
 
 
-# The executemany statements of _finish; parameters are prefixed "p_" because SQLAlchemy reserves the
-# column names for the SET clause.
-_scanned_at = bindparam("p_scanned_at", type_=UTCDateTime())
-_FINISH_JOB = (
-    update(jobs)
-    .where(jobs.c.id == bindparam("p_job_id"), jobs.c.status == bindparam("p_old_status"))
-    .values(
-        status=bindparam("p_status"),
-        finished_at=bindparam("p_finished_at"),
-        elapsed_ms=bindparam("p_elapsed_ms"),
-        error_kind=bindparam("p_error_kind"),
-        error=bindparam("p_error"),
-        result=bindparam("p_record"),
-        lease_owner=None,
-        lease_expires_at=None,
+# The two statements of _finish, each written once over a source of per-row values (its `value(name)`):
+# the parameters of an executemany (SQLite: row by row, in-process, cheap), or the columns of one JSON
+# array of rows unpacked by the server (PostgreSQL: the whole flush in one statement). Row by row cost
+# PostgreSQL a parse and a plan per row, since prepared statements are off for the poolers: a third of
+# its CPU for a scan's writes (1.9 s against 1.3 s per 2000 results on the bench farm), and the client
+# a round of parameter processing per row. Parameters are prefixed "p_" because SQLAlchemy reserves the column names for the
+# SET clause.
+_FINISH_COLUMNS: dict[str, Any] = {
+    "p_job_id": jobs.c.id.type,
+    "p_old_status": jobs.c.status.type,
+    "p_status": jobs.c.status.type,
+    "p_finished_at": jobs.c.finished_at.type,
+    "p_elapsed_ms": jobs.c.elapsed_ms.type,
+    "p_error_kind": jobs.c.error_kind.type,
+    "p_error": jobs.c.error.type,
+    "p_record": jobs.c.result.type,
+}
+_SCAN_COLUMNS: dict[str, Any] = {
+    "p_domain_id": domains.c.id.type,
+    "p_scanned_at": domains.c.last_scanned_at.type,
+    "p_job_id": domains.c.last_job_id.type,
+    "p_status": domains.c.status.type,
+    "p_error_kind": domains.c.error_kind.type,
+    "p_http_status": domains.c.http_status.type,
+    "p_url": domains.c.url.type,
+    "p_title": domains.c.title.type,
+    "p_record": domains.c.record.type,
+}
+
+
+def _finish_job(value: Callable[[str], Any]) -> Update:
+    """A job gets its outcome, if its status is still the one read (compare-and-set)."""
+    return (
+        update(jobs)
+        .where(jobs.c.id == value("p_job_id"), jobs.c.status == value("p_old_status"))
+        .values(
+            status=value("p_status"),
+            finished_at=value("p_finished_at"),
+            elapsed_ms=value("p_elapsed_ms"),
+            error_kind=value("p_error_kind"),
+            error=value("p_error"),
+            result=value("p_record"),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
     )
-)
-# This scan is the domain's newest (scans can finish out of order: an older one must not win).
-_NEWEST = or_(domains.c.last_scanned_at.is_(None), domains.c.last_scanned_at <= _scanned_at)
 
 
-def _if_newest(column: Any, name: str) -> Any:
-    """The parameter `name` when this scan is the domain's newest, else what `column` holds."""
-    return case((_NEWEST, bindparam(name, type_=column.type)), else_=column)
+def _scan_domain(value: Callable[[str], Any]) -> Update:
+    """One write per scanned domain: the scan counted, and its facts kept when they are the newest.
+    (Two updates of the same row, a count and then the facts, cost PostgreSQL a row version each.)"""
+    # This scan is the domain's newest (scans can finish out of order: an older one must not win).
+    newest = or_(domains.c.last_scanned_at.is_(None), domains.c.last_scanned_at <= value("p_scanned_at"))
 
+    def if_newest(column: Any, name: str) -> Any:
+        return case((newest, value(name)), else_=column)
 
-# One write per scanned domain: the scan counted, and its facts kept when they are the newest. (Two
-# updates of the same row, a count and then the facts, cost PostgreSQL a row version each.)
-_SCAN_DOMAIN = (
-    update(domains)
-    .where(domains.c.id == bindparam("p_domain_id"))
-    .values(
-        scans=domains.c.scans + 1,
-        last_scanned_at=case((_NEWEST, _scanned_at), else_=domains.c.last_scanned_at),
-        last_job_id=_if_newest(domains.c.last_job_id, "p_job_id"),
-        status=_if_newest(domains.c.status, "p_status"),
-        error_kind=_if_newest(domains.c.error_kind, "p_error_kind"),
-        http_status=_if_newest(domains.c.http_status, "p_http_status"),
-        url=_if_newest(domains.c.url, "p_url"),
-        title=_if_newest(domains.c.title, "p_title"),
-        record=_if_newest(domains.c.record, "p_record"),
+    return (
+        update(domains)
+        .where(domains.c.id == value("p_domain_id"))
+        .values(
+            scans=domains.c.scans + 1,
+            last_scanned_at=if_newest(domains.c.last_scanned_at, "p_scanned_at"),
+            last_job_id=if_newest(domains.c.last_job_id, "p_job_id"),
+            status=if_newest(domains.c.status, "p_status"),
+            error_kind=if_newest(domains.c.error_kind, "p_error_kind"),
+            http_status=if_newest(domains.c.http_status, "p_http_status"),
+            url=if_newest(domains.c.url, "p_url"),
+            title=if_newest(domains.c.title, "p_title"),
+            record=if_newest(domains.c.record, "p_record"),
+        )
     )
-)
+
+
+def _bound(columns: Mapping[str, Any]) -> Callable[[str], Any]:
+    """Values from an executemany's parameters."""
+    return lambda name: bindparam(name, type_=columns[name])
+
+
+def _unpacked(
+    build: Callable[[Callable[[str], Any]], Update], columns: Mapping[str, Any], table: Table
+) -> Update:
+    """`build` over the rows of the JSON array bound as ``p_rows``, unpacked by PostgreSQL.
+
+    The rows' ids are bound again as ``p_ids`` and the update limited to them: whatever plan the
+    statistics suggest (a hash join over the tenant's whole table looks cheap while they are stale),
+    the primary key is then what finds the rows, and a flush reads no more than its own.
+    """
+    rows = (
+        func.jsonb_to_recordset(bindparam("p_rows", type_=postgresql.JSONB))
+        .table_valued(*(column(name, kind) for name, kind in columns.items()))
+        .render_derived("v", with_types=True)
+    )
+    ids = bindparam("p_ids", type_=postgresql.ARRAY(table.c.id.type))
+    return build(lambda name: rows.c[name]).where(table.c.id == any_(ids))
+
+
+@dataclass(frozen=True)
+class _RowWrite:
+    """One of _finish's two statements, and how its rows reach it."""
+
+    statement: Update
+    key: str  # the parameter that names each row's id
+    unpacked: bool  # the rows as one JSON array (p_rows, with p_ids), else an executemany
+
+    async def run(self, conn: AsyncConnection, rows: list[dict[str, Any]], *where: Any) -> int:
+        """Write `rows` (limited by `where`); returns how many rows changed."""
+        stmt = self.statement.where(*where)
+        if self.unpacked:
+            params = {"p_rows": rows, "p_ids": [row[self.key] for row in rows]}
+            return int((await conn.execute(stmt, params)).rowcount)
+        return int((await conn.execute(stmt, rows)).rowcount)
+
+
+# Per dialect: (finish the jobs, count the scans on their domains).
+_STATEMENTS = {
+    "sqlite": (
+        _RowWrite(_finish_job(_bound(_FINISH_COLUMNS)), "p_job_id", unpacked=False),
+        _RowWrite(_scan_domain(_bound(_SCAN_COLUMNS)), "p_domain_id", unpacked=False),
+    ),
+    "postgresql": (
+        _RowWrite(_unpacked(_finish_job, _FINISH_COLUMNS, jobs), "p_job_id", unpacked=True),
+        _RowWrite(_unpacked(_scan_domain, _SCAN_COLUMNS, domains), "p_domain_id", unpacked=True),
+    ),
+}
 
 
 # --- jobs and batches ----------------------------------------------------------------------------------
