@@ -13,7 +13,7 @@ loop never leaves the worker idle. ``concurrent.futures.ProcessPoolExecutor`` wa
 helper threads in the main process (queue management and pickling) cost about as much CPU as the
 parsing they saved the event loop, on both sides of the pipe.
 
-The workers are fresh interpreters (``python -m domainscan.parsing``), not forks (the loop's process
+The workers are fresh interpreters (``python -m domainscan.parseworker``), not forks (the loop's process
 has threads by then, and multiprocessing's spawn would add a resource-tracker process); they ignore
 SIGINT and SIGTERM, which a terminal or a supervisor sends to the whole process group, because the
 main process decides what a signal means for the batch; and they exit by themselves once the main
@@ -26,48 +26,24 @@ cannot stall the loop): the right choice on one core, and what tests use by defa
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import itertools
 import logging
 import os
 import pickle
-import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
 from domainscan.models import Fetched, PageFacts
+from domainscan.parseworker import HEADER, page_facts
 
 THREAD_PARSE_BYTES = 1 << 20  # in-process parsing: bodies larger than this are parsed off the event loop
-_PARENT_POLL = 1.0  # seconds between a worker's looks at whether its parent is still there
 _STOP_WAIT = 5.0  # seconds a worker gets to exit after its socket closes, before it is killed
-_HEADER = 4  # bytes of the big-endian length before each message
-_INBOX_BYTES = 4 << 20  # pages a worker reads ahead of its parsing, at most (see _Inbox)
 _SEND_BUFFER = 1 << 20  # asked for the pages' socket; the system may give less (net.core.wmem_max)
 
 _log = logging.getLogger("domainscan.parsing")
-
-
-def page_facts(
-    body: bytes,
-    url: str,
-    headers: Mapping[str, str],
-    encoding: str | None,
-    phone_region: str | None,
-    host: str,
-) -> PageFacts:
-    """The facts of one homepage (what runs in a worker). National phone numbers are read in
-    `phone_region`, by default the one the scanned `host`'s country TLD suggests."""
-    from domainscan.extract import extract, phone_region_for
-
-    region = phone_region or phone_region_for(host)
-    return extract(body, url, headers, encoding=encoding, phone_region=region)
 
 
 class _WorkerDied(Exception):
@@ -80,12 +56,12 @@ class _Worker:
     def __init__(self) -> None:
         ours, theirs = socket.socketpair()
         # Room in the kernel for pages on their way, so the event loop hands them over and moves on
-        # (the default, a few hundred KiB, is a dozen pages; see _Inbox for the worker's side).
+        # (the default, a few hundred KiB, is a dozen pages; see parseworker._Inbox for the worker's side).
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
         # A plain interpreter, not multiprocessing's spawn: that also starts a resource-tracker process
         # (13 MB) this protocol has no use for.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "domainscan.parsing", str(theirs.fileno()), str(os.getpid())],
+            [sys.executable, "-m", "domainscan.parseworker", str(theirs.fileno()), str(os.getpid())],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
         )
@@ -117,7 +93,7 @@ class _Worker:
         self._pending[request_id] = answer
         message = pickle.dumps((request_id, args), protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            writer.write(len(message).to_bytes(_HEADER, "big") + message)
+            writer.write(len(message).to_bytes(HEADER, "big") + message)
             await writer.drain()
             return await answer
         except ConnectionError as exc:
@@ -128,7 +104,7 @@ class _Worker:
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                size = int.from_bytes(await reader.readexactly(_HEADER), "big")
+                size = int.from_bytes(await reader.readexactly(HEADER), "big")
                 if size == 0:  # the worker is up: imported, warmed, listening
                     self.started = True
                     continue
@@ -213,7 +189,8 @@ class PageParser:
             return PageFacts()
         if self._workers:
             # No worker ever got as far as saying it was ready: they cannot start here (an interpreter
-            # that cannot run `python -m domainscan.parsing`, say). Parse here rather than lose every page.
+            # that cannot run `python -m domainscan.parseworker`, say). Parse here rather than lose
+            # every page.
             _log.warning("parse workers could not start; parsing in the main process (--parse-workers 0)")
             self._stopping.update(asyncio.create_task(worker.stop()) for worker in self._workers)
             self._workers = []
@@ -226,105 +203,3 @@ class PageParser:
             self._workers.remove(worker)
             self._workers.append(_Worker())
             self._stopping.add(asyncio.create_task(worker.stop()))
-
-
-def _serve(connection: socket.socket, parent: int) -> None:
-    """A worker's life (``python -m domainscan.parsing FD PARENT_PID``): parse what arrives on
-    `connection` until it closes. The main process closing it first, even mid-answer (a batch that
-    stopped at once), is the normal end too: nothing to say about it on the shared stderr."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
-    _warm_up()
-    with connection, contextlib.suppress(ConnectionError):
-        inbox = _Inbox(connection, _INBOX_BYTES)
-        connection.sendall(bytes(_HEADER))  # an empty message: ready
-        while (message := inbox.get()) is not None:
-            request_id, args = pickle.loads(message)
-            answer = pickle.dumps((request_id, page_facts(*args)), protocol=pickle.HIGHEST_PROTOCOL)
-            connection.sendall(len(answer).to_bytes(_HEADER, "big") + answer)
-
-
-class _Inbox:
-    """A worker's pages, read off its socket by a thread as soon as they arrive, ahead of parsing.
-
-    Why: the main process writes each page into the socket's kernel buffer, which holds a few hundred
-    KiB by default (a dozen pages). Once it is full, the rest waits in the event loop's own buffer until
-    the loop next gets round to the socket, and meanwhile this worker, having parsed what it had, sits
-    idle: on the 2000-site webfarm the worker waited for pages half the time and the scan took a third
-    longer (bench/). Up to ``limit`` bytes of pages are held here; beyond that the reading waits for the
-    parsing, and the main process's buffers hold the rest as before.
-    """
-
-    def __init__(self, connection: socket.socket, limit: int) -> None:
-        self._connection = connection
-        self._limit = limit
-        self._messages: collections.deque[bytes] = collections.deque()
-        self._held = 0  # bytes in _messages
-        self._closed = False
-        self._changed = threading.Condition()
-        threading.Thread(target=self._fill, name="inbox", daemon=True).start()
-
-    def get(self) -> bytes | None:
-        """The next page's message; None once the main process closed the socket (it wants no more
-        answers, so whatever is still held is dropped)."""
-        with self._changed:
-            while not self._messages and not self._closed:
-                self._changed.wait()
-            if self._closed:
-                return None
-            message = self._messages.popleft()
-            self._held -= len(message)
-            self._changed.notify_all()
-            return message
-
-    def _fill(self) -> None:
-        try:
-            while (header := _receive(self._connection, _HEADER)) is not None:
-                message = _receive(self._connection, int.from_bytes(header, "big"))
-                if message is None:
-                    break
-                with self._changed:
-                    while self._held >= self._limit and not self._closed:
-                        self._changed.wait()
-                    self._messages.append(message)
-                    self._held += len(message)
-                    self._changed.notify_all()
-        except OSError:  # reset by the main process: the same end as a close
-            pass
-        finally:
-            with self._changed:
-                self._closed = True
-                self._changed.notify_all()
-
-
-def _receive(connection: socket.socket, size: int) -> bytes | None:
-    """Exactly `size` bytes, or None when the other end closed first."""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
-    while got < size:
-        n = connection.recv_into(view[got:])
-        if n == 0:
-            return None
-        got += n
-    return bytes(buffer)
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A worker of a main process that was killed (SIGKILL, a crash) would otherwise wait forever."""
-    while os.getppid() == parent:
-        time.sleep(_PARENT_POLL)
-    os._exit(0)
-
-
-def _warm_up() -> None:
-    """Import and load what parsing needs before the first page arrives."""
-    from domainscan import contacts, tech
-
-    tech.fingerprints()
-    contacts.emails([], ["warm@example.com"])
-
-
-if __name__ == "__main__":
-    _serve(socket.socket(fileno=int(sys.argv[1])), int(sys.argv[2]))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import alive
 
-from domainscan import parsing
+from domainscan import parseworker, parsing
 from domainscan.models import Fetched, PageFacts
 from domainscan.parsing import PageParser
 
@@ -180,13 +180,13 @@ def test_a_worker_stopped_before_it_is_ready_exits_without_a_word() -> None:
 
 
 def framed(message: bytes) -> bytes:
-    return len(message).to_bytes(parsing._HEADER, "big") + message
+    return len(message).to_bytes(parseworker.HEADER, "big") + message
 
 
 def test_the_inbox_hands_out_messages_in_order_however_they_were_cut() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        inbox = parsing._Inbox(theirs, limit=1 << 20)
+        inbox = parseworker._Inbox(theirs, limit=1 << 20)
         stream = b"".join(framed(bytes([n]) * (1000 * n)) for n in range(1, 6))
         for start in range(0, len(stream), 777):  # frames cut across writes
             ours.sendall(stream[start : start + 777])
@@ -198,7 +198,7 @@ def test_the_inbox_hands_out_messages_in_order_however_they_were_cut() -> None:
 def test_the_inbox_reads_ahead_no_further_than_its_limit() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        inbox = parsing._Inbox(theirs, limit=1500)
+        inbox = parseworker._Inbox(theirs, limit=1500)
         for n in range(1, 5):
             ours.sendall(framed(bytes([n]) * 1000))
         deadline = time.monotonic() + 5
@@ -218,7 +218,7 @@ def test_the_inbox_drops_what_it_holds_once_the_main_process_closes() -> None:
     keep the worker (and the scan's exit) waiting."""
     ours, theirs = socket.socketpair()
     with theirs:
-        inbox = parsing._Inbox(theirs, limit=1 << 20)
+        inbox = parseworker._Inbox(theirs, limit=1 << 20)
         for n in range(1, 4):
             ours.sendall(framed(bytes([n]) * 1000))
         deadline = time.monotonic() + 5
@@ -229,3 +229,28 @@ def test_the_inbox_drops_what_it_holds_once_the_main_process_closes() -> None:
         while not inbox._closed and time.monotonic() < deadline:
             time.sleep(0.01)
         assert inbox.get() is None
+
+
+@pytest.mark.parametrize(
+    ("module", "has_event_loop"),
+    [("domainscan.parseworker", False), ("domainscan.parsing", True)],
+    ids=["worker", "control-main-side"],
+)
+def test_a_worker_parses_without_importing_the_event_loop(module: str, has_event_loop: bool) -> None:
+    """Every worker would pay about 9 MB for asyncio (and the ssl it brings) without using it. The
+    control imports the main process's side, which has the event loop, and the probe sees it."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import {module}
+        from domainscan.parseworker import _warm_up, page_facts
+        _warm_up()
+        body = open({str(PAGES / "contacts.html")!r}, "rb").read()
+        assert page_facts(body, "https://example.de/", {{}}, None, None, "example.de").emails
+        print(" ".join(sorted({{name.split(".")[0] for name in sys.modules}})))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    loaded = set(done.stdout.split())
+    assert "lxml" in loaded, "the probe parsed a page"
+    assert ("asyncio" in loaded) is has_event_loop
