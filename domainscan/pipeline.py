@@ -47,15 +47,19 @@ LEASE_POLL = 1.0  # seconds between looks at the jobs a resume waits for (anothe
 Work = asyncio.Queue[tuple[Target, int | None] | None]
 
 
-def _chunks(items: Iterable[Target | InvalidInput], size: int) -> Iterator[list[Target | InvalidInput]]:
-    """Lists of up to `size` items; when reading fails, what was read before is still yielded first."""
+def _chunks(
+    items: Iterable[Target | InvalidInput], size: int, *, first: int
+) -> Iterator[list[Target | InvalidInput]]:
+    """Lists of up to `first` items, then twice as many each time, up to `size`; when reading fails,
+    what was read before is still yielded first."""
     it = iter(items)
+    limit = first
     while True:
         chunk: list[Target | InvalidInput] = []
         try:
             for item in it:
                 chunk.append(item)
-                if len(chunk) == size:
+                if len(chunk) == limit:
                     break
         except Exception:
             if chunk:
@@ -64,6 +68,7 @@ def _chunks(items: Iterable[Target | InvalidInput], size: int) -> Iterator[list[
         if not chunk:
             return
         yield chunk
+        limit = min(2 * limit, size)
 
 
 class Pipeline:
@@ -222,7 +227,11 @@ class Pipeline:
         assert repo is not None
         assert batch_id is not None
         try:
-            for chunk in _chunks(items, REGISTER_CHUNK):
+            # The first chunk is just enough to give every worker a domain, and each next one stored
+            # while the last is scanned: scanning starts after storing the first, and storing 500 took
+            # 150 ms (PostgreSQL, the bench farm).
+            first = min(self._settings.concurrency, REGISTER_CHUNK)
+            for chunk in _chunks(items, REGISTER_CHUNK, first=first):
                 # Shielded: a stop must not cut a registration in half.
                 job_ids = await asyncio.shield(repo.add_jobs(tenant, batch_id, chunk))
                 for item, job_id in zip(chunk, job_ids, strict=True):
