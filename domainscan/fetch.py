@@ -202,6 +202,14 @@ class Fetcher:
     ) -> None:
         await self._transport.aclose()
 
+    def site(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The scope of one domain's scan: the requests made inside reuse each other's connections,
+        and those are closed on leaving, instead of idling in a pool for the whole batch (see
+        :mod:`domainscan.transport`). A transport given to the Fetcher (tests) has no such scope."""
+        if isinstance(self._transport, AiohttpTransport):
+            return self._transport.site()
+        return contextlib.nullcontext()
+
     def deadline(self) -> Deadline:
         """A new domain's deadline: ``settings.timeout`` from now."""
         return Deadline.after(self._settings.timeout)
@@ -501,13 +509,12 @@ class Fetcher:
             raise error(kind, message, url=str(url), redirects=tuple(trail.redirects)) from exc
 
 
-def _aiohttp_transport(concurrency: int, resolver: SiteResolver) -> httpx.AsyncBaseTransport:
-    """The default transport: httpx on an aiohttp session built lazily inside the running loop."""
+def _aiohttp_transport(concurrency: int, resolver: SiteResolver) -> AiohttpTransport:
+    """The default transport: httpx on aiohttp sessions built inside the running loop, one per domain
+    scanned (Fetcher.site) and one for requests made outside a domain's scan."""
     ssl_context = httpx.create_ssl_context()  # verifying, certifi's CA bundle; loaded once per batch
-    # One connection per worker at a time, plus headroom for connections still being released.
-    limit = concurrency + max(2, concurrency // 10)
 
-    def session() -> aiohttp.ClientSession:
+    def session(limit: int) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=limit,
             limit_per_host=0,  # every domain is a different host; the global limit is what matters
@@ -528,7 +535,8 @@ def _aiohttp_transport(concurrency: int, resolver: SiteResolver) -> httpx.AsyncB
             max_headers=_MAX_HEADERS,
         )
 
-    return AiohttpTransport(session)
+    # One connection per worker at a time, plus headroom for connections still being released.
+    return AiohttpTransport(session, limit=concurrency + max(2, concurrency // 10))
 
 
 def _cookie_state(cookies: httpx.Cookies | None) -> _CookieState:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from domainscan.config import Settings
 from domainscan.domains import normalize
 from domainscan.errors import InvalidDomain, StorageError
-from domainscan.fetch import Fetcher
+from domainscan.fetch import PARALLEL_PER_DOMAIN, Fetcher
 from domainscan.models import BatchInfo, BatchReport, InvalidInput, JobInfo, Target
 from domainscan.parsing import PageParser
 from domainscan.recorder import Recorder, ResultSink, exit_now
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 REGISTER_CHUNK = 500  # inputs stored per repository operation
 FEED_CHUNK = 500  # queued jobs read per repository operation (each a connection with NullPool)
 LEASE_POLL = 1.0  # seconds between looks at the jobs a resume waits for (another owner's live lease)
+_FILES_BESIDES_CONNECTIONS = 256  # the database's, the parse workers', output, spool, the interpreter's
 
 Work = asyncio.Queue[tuple[Target, int | None] | None]
 
@@ -161,6 +162,8 @@ class Pipeline:
         """Workers and recorder around a producer; the batch's final state written at the end."""
         settings, repo = self._settings, self._repo
         started = time.monotonic()
+        # A domain holds a connection per request in flight, and one per host its redirects passed.
+        allow_open_files(settings.concurrency * PARALLEL_PER_DOMAIN)
         recorder = self._recorder = Recorder(repo, settings, report, self._sink)
         queue: Work = asyncio.Queue(settings.concurrency)
         fetcher = self._fetcher or Fetcher(settings)
@@ -331,6 +334,27 @@ class Pipeline:
             if entry is not None:
                 target, job_id = entry
                 recorder.finished(cancelled_result(target, self._settings.tenant, job_id, report.batch_id))
+
+
+def allow_open_files(connections: int) -> None:
+    """Raise the soft limit on open files, within the hard one, to leave room for `connections`.
+
+    The usual soft limit is 1024, and every file descriptor past it fails: the lookups and connections
+    of every domain after that would be recorded as dns or connect errors, although the sites are fine
+    (`--concurrency 1000` may need 4000 sockets). The hard limit is what the administrator
+    allows; the soft one is only a default that a process may raise up to it.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows has no such limit
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + _FILES_BESIDES_CONNECTIONS
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if raised > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
 
 
 def _with_signals(pipeline: Pipeline) -> contextlib.AbstractContextManager[None]:

@@ -55,15 +55,18 @@ async def scan_one(fetcher: Fetcher, parser: PageParser, target: Target, setting
         line=target.line,
     )
     deadline = Deadline.after(settings.timeout)
-    if settings.homepage:
-        answered = await _scan_homepage(fetcher, parser, target, settings, deadline, result)
-        if settings.sitemaps and answered is not None:
-            from domainscan.sitemapscan import scan_sitemaps, site_of
+    async with fetcher.site():
+        if settings.homepage:
+            answered = await _scan_homepage(fetcher, parser, target, settings, deadline, result)
+            if settings.sitemaps and answered is not None:
+                from domainscan.sitemapscan import scan_sitemaps, site_of
 
-            links = result.facts.sitemap_links
-            result.sitemap = await scan_sitemaps(fetcher, site_of(answered), settings, deadline, links=links)
-    else:
-        await _scan_sitemaps_alone(fetcher, target, settings, deadline, result)
+                links = result.facts.sitemap_links
+                result.sitemap = await scan_sitemaps(
+                    fetcher, site_of(answered), settings, deadline, links=links
+                )
+        else:
+            await _scan_sitemaps_alone(fetcher, target, settings, deadline, result)
     result.elapsed_ms = round((time.monotonic() - started) * 1000)
     return result
 

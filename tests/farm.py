@@ -85,9 +85,11 @@ def run_domainscan(
     stdin: bytes | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 300,
+    wrapper: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run `domainscan ARGS` (inside the farm when given) and capture its output as text."""
-    return run_in_farm(farm, [DOMAINSCAN, *args], stdin=stdin, env=env, timeout=timeout)
+    """Run `domainscan ARGS` (inside the farm when given; under `wrapper`, such as prlimit, when
+    given) and capture its output as text."""
+    return run_in_farm(farm, [*wrapper, DOMAINSCAN, *args], stdin=stdin, env=env, timeout=timeout)
 
 
 def records(stdout: str) -> list[dict[str, Any]]:

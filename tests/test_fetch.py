@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import gzip
 import shutil
 import socket
@@ -642,6 +643,35 @@ async def test_sixty_concurrent_fetches_share_one_client() -> None:
     async with LocalServer(serve_page) as server, Fetcher(settings(concurrency=50)) as fetcher:
         results = await asyncio.gather(*(fetcher.fetch(target(server.domain)) for _ in range(60)))
     assert all(r.body == PAGE and r.url.endswith("/home") for r in results)
+
+
+@pytest.mark.usefixtures("no_dns")
+@pytest.mark.parametrize("scoped", [True, False], ids=["domain-scope", "control-batch-pool"])
+async def test_a_domains_connections_serve_its_redirects_and_close_when_its_scan_ends(scoped: bool) -> None:
+    """A finished domain's connections must not idle in a pool: a batch kept thousands open, past the
+    usual limit of 1024 file descriptors. The control fetches outside a domain's scope, through the
+    batch's shared pool, where the connection stays open after the fetch."""
+    open_now: set[asyncio.StreamWriter] = set()
+    all_closed = asyncio.Event()
+
+    async def counted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        open_now.add(writer)
+        try:
+            await serve_page(reader, writer)
+        finally:
+            open_now.discard(writer)
+            if not open_now:
+                all_closed.set()
+
+    async with LocalServer(counted) as server, Fetcher(settings()) as fetcher:
+        async with fetcher.site() if scoped else contextlib.nullcontext():
+            fetched = await fetcher.fetch(target(server.domain))
+            assert fetched.redirects == (f"http://{server.domain}/",)
+            assert len(open_now) == 1, "the redirect and the page came over one connection"
+            all_closed.clear()  # (the refused https attempt's connection closed before)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_closed.wait(), 2 if scoped else 0.3)
+        assert len(open_now) == (0 if scoped else 1)
 
 
 @pytest.mark.usefixtures("no_dns")

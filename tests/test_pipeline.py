@@ -4,6 +4,7 @@ failures recorded, and everything stored through the repository in short operati
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,9 @@ class FakeFetcher:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         return None
+
+    def site(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
 
     async def fetch(self, t: Target, *, deadline: object = None) -> Fetched:
         self.in_flight += 1
