@@ -613,7 +613,7 @@ def _classify(chain: list[BaseException], url: httpx.URL) -> tuple[ErrorKind, st
     if (tls := _find(chain, ssl.SSLError)) is not None:
         return ErrorKind.TLS, f"handshake failed: {_ssl_reason(tls)} ({where})", False
     if _find(chain, socket.gaierror) is not None or _find(chain, aiohttp.ClientConnectorDNSError) is not None:
-        return ErrorKind.DNS, f"no address for {url.host}", False
+        return ErrorKind.DNS, _lookup_failure(chain, url.host), False
     if _find(chain, TimeoutError) is not None:
         return ErrorKind.TIMEOUT, "", False
     if (os_error := _find_os_error(chain)) is not None:
@@ -636,6 +636,21 @@ def _classify(chain: list[BaseException], url: httpx.URL) -> tuple[ErrorKind, st
     if isinstance(exc, httpx.HTTPError | aiohttp.ClientError):
         return ErrorKind.CONNECT, f"{str(exc).rstrip('.') or type(exc).__name__} ({where})", False
     return ErrorKind.CONNECT, f"unexpected {type(exc).__name__}: {exc} ({where})", False
+
+
+def _lookup_failure(chain: list[BaseException], host: str) -> str:
+    """Why looking `host` up failed. Nearly always the name has no address; but a resolver that did
+    not answer, or a lookup that could not even start (the process out of file descriptors: its
+    errno comes through as a plain OSError), says nothing about the site and must not read as if it
+    did."""
+    if (gai := _find(chain, socket.gaierror)) is not None:
+        if gai.errno == socket.EAI_AGAIN:
+            return f"no answer from the resolver for {host} (a temporary failure)"
+        return f"no address for {host}"
+    local = next((e for e in chain if type(e) is OSError and e.errno), None)
+    if local is not None and local.errno is not None:
+        return f"the lookup of {host} failed: {os.strerror(local.errno).lower()}"
+    return f"no address for {host}"
 
 
 def _is_ip_literal(host: str) -> bool:

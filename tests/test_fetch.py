@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import errno
 import gzip
 import shutil
 import socket
@@ -1029,3 +1030,28 @@ async def test_a_file_can_be_read_only_far_enough_to_tell_what_it_is() -> None:
         )
     assert (len(fetched.body), fetched.truncated) == (16 * 1024, True)
     assert len(yielded) < 5  # the other 8 MB were never read
+
+
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "no address for {host}"),
+        (
+            socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+            "no answer from the resolver for {host} (a temporary failure)",
+        ),
+        (OSError(errno.EMFILE, "Too many open files"), "the lookup of {host} failed: too many open files"),
+    ],
+    ids=["no-address", "resolver-silent", "out-of-files"],
+)
+async def test_a_failed_lookup_says_why(raised: OSError, said: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a name without an address is the site's fault: a silent resolver or a process out of file
+    descriptors (the errno of a lookup that could not start) must not read as "no address"."""
+
+    def getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+        raise raised
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    error, _ = await fetch_real_error("lookup.test")
+    assert error.kind is ErrorKind.DNS
+    assert str(error) == "dns: " + said.format(host="lookup.test")
