@@ -2,7 +2,8 @@
 
 It parses the homepages that arrive on its socket (see :mod:`domainscan.parsing`, the main process's
 side) and answers with their facts. It is kept apart from that side because it needs none of the event
-loop: importing asyncio (and the ssl it brings) would cost every worker about 9 MB.
+loop: importing asyncio (and the ssl it brings) took a worker from 31 to 37 MB at its peak on the bench
+farm.
 """
 
 from __future__ import annotations

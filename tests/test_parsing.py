@@ -237,7 +237,7 @@ def test_the_inbox_drops_what_it_holds_once_the_main_process_closes() -> None:
     ids=["worker", "control-main-side"],
 )
 def test_a_worker_parses_without_importing_the_event_loop(module: str, has_event_loop: bool) -> None:
-    """Every worker would pay about 9 MB for asyncio (and the ssl it brings) without using it. The
+    """Every worker would pay about 6 MB for asyncio (and the ssl it brings) without using it. The
     control imports the main process's side, which has the event loop, and the probe sees it."""
     script = textwrap.dedent(
         f"""
