@@ -40,6 +40,11 @@ class UsageError(DomainscanError):
     """A bad option value or input the user must fix; exit code 2."""
 
 
+class BatchInUse(UsageError):
+    """``--resume`` of a batch whose process is still alive (its heartbeat is fresh): nothing is wrong
+    with the database, the user must wait for that process or stop it."""
+
+
 class InputError(UsageError):
     """An input source that cannot be read at all (missing file, a directory, binary data)."""
 

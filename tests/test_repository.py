@@ -36,7 +36,7 @@ from domainscan.db.repository import LEASE_SECONDS, STALE_AFTER
 from domainscan.db.tables import batches, domains, jobs, metadata
 from domainscan.db.types import parse_iso
 from domainscan.db.urls import to_async_url
-from domainscan.errors import ErrorKind, SchemaError, StorageError
+from domainscan.errors import BatchInUse, ErrorKind, SchemaError, StorageError
 from domainscan.models import RECORD_FIELDS, ImportCounts, InvalidInput, PageFacts, ScanResult, Target
 
 _T = TypeVar("_T")
@@ -1029,7 +1029,7 @@ async def test_reopen_requeues_what_nobody_holds(repo: Repository, tenant: str, 
     assert [j.domain for j in queued] == ["queued.com", "cancelled.com", "expired.com", "nolease.com"]
 
     # Now it is running again, with a fresh heartbeat: a second resume is refused.
-    with pytest.raises(StorageError, match=rf"^batch {batch_id} is still running \(heartbeat 0s ago\); "):
+    with pytest.raises(BatchInUse, match=rf"^batch {batch_id} is still running \(heartbeat 0s ago\); "):
         await repo.reopen_batch(tenant, batch_id, stale_after=60)
 
     # When the live lease runs out too, the resumed run can take that job back.
@@ -1042,11 +1042,11 @@ async def test_reopen_requeues_what_nobody_holds(repo: Repository, tenant: str, 
 async def test_reopen_rules(repo: Repository, tenant: str, database_url: str) -> None:
     running = await repo.start_batch(tenant, "args", {})
     with pytest.raises(
-        StorageError, match=r"still running \(heartbeat 0s ago\); wait for it or stop it first$"
+        BatchInUse, match=r"still running \(heartbeat 0s ago\); wait for it or stop it first$"
     ):
         await repo.reopen_batch(tenant, running, stale_after=60)
     await execute(database_url, update(batches).where(batches.c.id == running).values(heartbeat_at=ago(30)))
-    with pytest.raises(StorageError, match=r"heartbeat 30s ago"):
+    with pytest.raises(BatchInUse, match=r"heartbeat 30s ago"):
         await repo.reopen_batch(tenant, running, stale_after=60)
     assert (await repo.reopen_batch(tenant, running, stale_after=10)).status == "running"
 

@@ -85,7 +85,7 @@ from domainscan.db.errors import TransientStorageError, wrap_db_errors
 from domainscan.db.migrate import HEAD, check_schema, current_revision, upgrade
 from domainscan.db.tables import BATCH_STATUSES, batches, domains, jobs, sitemap_files, sitemap_urls
 from domainscan.db.types import UTCDateTime, parse_iso, to_iso, utcnow
-from domainscan.errors import ErrorKind, StorageError
+from domainscan.errors import BatchInUse, ErrorKind, StorageError
 from domainscan.models import (
     RECORD_FIELDS,
     SITEMAP_FIELDS,
@@ -248,8 +248,8 @@ class Repository:
     ) -> BatchInfo:
         """Make a batch ready to be resumed (``--resume``); returns it as it is then.
 
-        Raises StorageError if the tenant has no such batch, or if it is running with a heartbeat younger
-        than ``stale_after`` seconds (its process is alive). A complete batch comes back unchanged.
+        Raises StorageError if the tenant has no such batch, BatchInUse if it is running with a heartbeat
+        younger than ``stale_after`` seconds (its process is alive). A complete batch comes back unchanged.
         Otherwise, in one transaction: its cancelled jobs, and its running jobs whose lease has expired
         (or that have none), are queued again; a running job with a live lease is left to its owner; the
         counters are recounted; the batch is running again (finished_at cleared, heartbeat now).
@@ -267,7 +267,7 @@ class Repository:
                 if row.status == "running":
                     age = (now - (row.heartbeat_at or row.created_at)).total_seconds()
                     if age < stale_after:
-                        raise StorageError(
+                        raise BatchInUse(
                             f"batch {batch_id} is still running (heartbeat {max(age, 0):.0f}s ago); "
                             "wait for it or stop it first"
                         )
