@@ -1176,6 +1176,12 @@ async def test_import_refuses_another_tenants_records(repo: Repository, tenant: 
         (psycopg.OperationalError("pgbouncer cannot connect to server"), True),
         (
             psycopg.OperationalError(
+                'connection to server at "127.0.0.1", port 6432 failed: FATAL:  database "scans" is disabled'
+            ),
+            True,
+        ),
+        (
+            psycopg.OperationalError(
                 'connection to server at "127.0.0.1", port 5432 failed: Connection refused'
             ),
             True,

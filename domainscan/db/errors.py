@@ -54,6 +54,7 @@ _TRANSIENT_MESSAGES = (
     "pgbouncer cannot connect to server",
     "server conn crashed",
     "server_login_retry",
+    '" is disabled',  # PgBouncer's DISABLE (maintenance): 'database "x" is disabled', no SQLSTATE
     "database is locked",
     "database table is locked",
     "database is busy",
