@@ -21,6 +21,7 @@ import typer
 from domainscan import VERSION_LINE
 from domainscan.config import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_DB_POOL_SIZE,
     DEFAULT_MAX_BYTES,
     DEFAULT_TENANT,
     DEFAULT_TIMEOUT,
@@ -111,8 +112,8 @@ PoolOption = Annotated[
         min=0,
         max=50,
         metavar="N",
-        help="PostgreSQL: keep N connections open (for a direct connection). 0 opens one per "
-        "operation, which is right behind PgBouncer or Supavisor, where the pooler pools.",
+        help="PostgreSQL: keep up to N connections open between a batch's short transactions "
+        "(safe behind PgBouncer or Supavisor in transaction mode too). 0 opens a new one per operation.",
     ),
 ]
 FailOnOption = Annotated[
@@ -300,7 +301,7 @@ def scan(
     file: FileOption = None,
     tenant: TenantOption = DEFAULT_TENANT,
     database_url: DatabaseUrlOption = None,
-    db_pool_size: PoolOption = 0,
+    db_pool_size: PoolOption = DEFAULT_DB_POOL_SIZE,
     no_store: NoStoreOption = False,
     concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
     parse_workers: Annotated[
@@ -401,7 +402,7 @@ def sitemaps_command(
     file: FileOption = None,
     tenant: TenantOption = DEFAULT_TENANT,
     database_url: DatabaseUrlOption = None,
-    db_pool_size: PoolOption = 0,
+    db_pool_size: PoolOption = DEFAULT_DB_POOL_SIZE,
     no_store: NoStoreOption = False,
     concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
@@ -715,7 +716,7 @@ def batches_resume(
     batch_id: Annotated[int, typer.Argument(help="The batch to finish.", metavar="ID")],
     tenant: TenantOption = DEFAULT_TENANT,
     database_url: DatabaseUrlOption = None,
-    db_pool_size: PoolOption = 0,
+    db_pool_size: PoolOption = DEFAULT_DB_POOL_SIZE,
     output_format: FormatOption = None,
     fail_on: FailOnOption = FailOn.ERROR,
     quiet: QuietOption = False,

@@ -22,6 +22,9 @@ PROJECT_URL = "https://github.com/domainscan/domainscan"
 DEFAULT_USER_AGENT = f"domainscan/{__version__} (+{PROJECT_URL})"
 DEFAULT_TENANT = "default"
 DEFAULT_CONCURRENCY = 50
+# A batch's registrar, feeder and recorder each use one connection at a time; kept open between their
+# operations, they save PostgreSQL a backend start each (half its CPU for a 2000-domain batch).
+DEFAULT_DB_POOL_SIZE = 3
 DEFAULT_TIMEOUT = 20.0
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 MAX_DEFAULT_PARSE_WORKERS = 4  # beyond this the event loop, not parsing, is what limits a batch
@@ -72,7 +75,7 @@ class Settings:
     tenant: str = DEFAULT_TENANT
     database_url: str | None = None  # None: the embedded SQLite default
     store: bool = True
-    db_pool_size: int = 0  # 0: a new connection per operation (NullPool), what a transaction pooler wants
+    db_pool_size: int = DEFAULT_DB_POOL_SIZE  # 0: a new connection per operation (NullPool)
     concurrency: int = DEFAULT_CONCURRENCY
     parse_workers: int = 0  # processes that parse homepages (domainscan.parsing); 0: in the loop's process
     timeout: float = DEFAULT_TIMEOUT

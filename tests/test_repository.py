@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from domainscan.config import DEFAULT_DB_POOL_SIZE
 from domainscan.db import HEAD, Repository, open_repository, redact, upgrade_database
 from domainscan.db import engine as engine_module
 from domainscan.db import repository as repository_module
@@ -1512,3 +1513,34 @@ async def test_postgresql_writes_a_flush_in_one_statement_per_table(
         assert stored is not None
         assert (stored.title, stored.scans, stored.status) == (name, 1, "ok")
     assert {row.status for row in (await job_rows(database_url, tenant)).values()} == {"succeeded"}
+
+
+@pytest.mark.parametrize("pool_size", [DEFAULT_DB_POOL_SIZE, 0], ids=["batch-default", "control-no-pool"])
+async def test_a_batch_keeps_a_few_connections_open_between_operations(
+    database_url: str, tenant: str, pool_size: int
+) -> None:
+    """A new PostgreSQL connection is a new server process: a batch keeps a few open between its short
+    transactions, directly and through PgBouncer alike (nothing prepared, no session state). The
+    control opens one per operation, and the count tells them apart."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    repo = await open_repository(database_url, pool_size=pool_size, auto_upgrade=True)
+    opened: list[object] = []
+    event.listen(repo._engine.sync_engine, "connect", lambda dbapi, *_: opened.append(dbapi))
+    try:
+        batch_id = await repo.start_batch(tenant, "domains.txt", {})
+        names = [f"d{n}.com" for n in range(10)]
+        ids = new_jobs(await repo.add_jobs(tenant, batch_id, [target(name) for name in names]))
+        for job_id, name in zip(ids, names, strict=True):
+            await repo.finish_jobs(tenant, batch_id, [result(tenant, batch_id, job_id, name)])
+        info = await repo.finish_batch(tenant, batch_id, "complete")
+        pool = repo._engine.pool
+        kept = pool.checkedin() if isinstance(pool, AsyncAdaptedQueuePool) else 0  # open, idle
+    finally:
+        await repo.close()
+    assert (info.ok, info.status) == (10, "complete")
+    if pool_size:
+        assert len(opened) <= pool_size  # (the schema check at opening may have made the first)
+        assert kept >= 1
+    else:
+        assert (len(opened), kept) == (13, 0)  # start, add, ten finishes, finish_batch
