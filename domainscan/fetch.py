@@ -647,8 +647,8 @@ def _lookup_failure(chain: list[BaseException], host: str) -> str:
         if gai.errno == socket.EAI_AGAIN:
             return f"no answer from the resolver for {host} (a temporary failure)"
         return f"no address for {host}"
-    local = next((e for e in chain if type(e) is OSError and e.errno), None)
-    if local is not None and local.errno is not None:
+    local = _find_os_error(chain)
+    if local is not None and local.errno:
         return f"the lookup of {host} failed: {os.strerror(local.errno).lower()}"
     return f"no address for {host}"
 
