@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from domainscan.db import Repository
 
 REGISTER_CHUNK = 500  # inputs stored per repository operation
-FEED_CHUNK = 500  # queued jobs read per repository operation (each a connection with NullPool)
+FEED_CHUNK = 500  # queued jobs read per repository operation (one short transaction each)
 LEASE_POLL = 1.0  # seconds between looks at the jobs a resume waits for (another owner's live lease)
 _FILES_BESIDES_CONNECTIONS = 256  # the database's, the parse workers', output, spool, the interpreter's
 
