@@ -427,8 +427,8 @@ class ImportCounts:
     """What ``domainscan import SPOOL`` did with the spooled records.
 
     `imported`: stored now; `already_stored`: their job had its outcome already (an earlier import, or
-    the write had succeeded after all); `skipped`: nothing to attach them to (no job id, a job that is
-    not in this database, or a record that is not an output record).
+    the write had succeeded after all); `skipped`: nothing to attach them to (no batch id, a batch or
+    job that is not in this database, or a record that is not an output record).
     """
 
     imported: int = 0

@@ -4,10 +4,14 @@ With storage, four kinds of task share one event loop:
 
 - the *registrar* reads the inputs (a stream, never held whole) and stores them as the batch's queued
   jobs, a chunk per short transaction; the database drops duplicates. It runs ahead of the scanning, so
-  an interrupted batch has its inputs stored and `--resume` never re-reads a file that may have changed;
-- the *feeder* pages through the batch's queued jobs (keyset on the job id) and hands them to the
-  workers through a bounded queue, so memory stays flat however long the input is. `--resume` runs
-  the feeder alone, over what the repository re-queued;
+  an interrupted batch has its inputs stored and `--resume` never re-reads a file that may have changed.
+  It hands what it stored to the feeder in memory (:mod:`domainscan.handoff`), up to HANDOFF_LIMIT
+  domains ahead; beyond that the feeder reads the jobs back. Should storing inputs fail for good (the
+  database gone), the batch goes on: the rest of the inputs are scanned without a job, and their
+  records, printed as always, go to the spool, from which `domainscan import` stores them;
+- the *feeder* hands the registrar's jobs to the workers through a bounded queue, then pages through
+  the batch's queued jobs (keyset on the job id) if the registrar ran further ahead, so memory stays
+  flat however long the input is. `--resume` runs the feeder alone, over what the repository re-queued;
 - `concurrency` *workers* scan one domain at a time each (`scan.scan_one`); a slow site holds only its
   own worker;
 - the *recorder* writes transitions and results in small batches and only then emits them.
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import logging
 import signal
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
@@ -32,6 +38,7 @@ from domainscan.config import Settings
 from domainscan.domains import normalize
 from domainscan.errors import InvalidDomain, StorageError
 from domainscan.fetch import PARALLEL_PER_DOMAIN, Fetcher
+from domainscan.handoff import Handed, Handoff
 from domainscan.models import BatchInfo, BatchReport, InvalidInput, JobInfo, Target
 from domainscan.parsing import PageParser
 from domainscan.recorder import Recorder, ResultSink, exit_now
@@ -41,11 +48,15 @@ if TYPE_CHECKING:
     from domainscan.db import Repository
 
 REGISTER_CHUNK = 500  # inputs stored per repository operation
-FEED_CHUNK = 500  # queued jobs read per repository operation (one short transaction each)
+HANDOFF_LIMIT = 10_000  # stored domains the registrar may hold for the feeder (a few MB)
+FEED_CHUNK = 500  # queued jobs read back per repository operation (one short transaction each)
+FEED_ATTEMPTS = 3  # reads of queued jobs tried, each with the repository's retries, before giving up
 LEASE_POLL = 1.0  # seconds between looks at the jobs a resume waits for (another owner's live lease)
 _FILES_BESIDES_CONNECTIONS = 256  # the database's, the parse workers', output, spool, the interpreter's
 
 Work = asyncio.Queue[tuple[Target, int | None] | None]
+
+_log = logging.getLogger(__name__)
 
 
 def _chunks(
@@ -94,8 +105,6 @@ class Pipeline:
         self._tasks: list[asyncio.Task[None]] = []
         self._failure: BaseException | None = None
         self._recorder: Recorder | None = None
-        self._registered = asyncio.Event()  # set when the registrar stored more (or finished)
-        self._registering = False
 
     @property
     def stopping(self) -> bool:
@@ -122,13 +131,13 @@ class Pipeline:
             return await self._execute(report, lambda queue, rec: self._admit(items, queue, rec, report))
         batch_id = await repo.start_batch(settings.tenant, source, dict(settings.options))
         report = BatchReport(batch_id=batch_id)
-        self._registering = True
+        handoff = Handoff(HANDOFF_LIMIT)
 
         async def produce(queue: Work, recorder: Recorder) -> None:
-            registrar = asyncio.create_task(self._register(items, recorder, report))
+            registrar = asyncio.create_task(self._register(items, recorder, report, handoff))
             self._tasks.append(registrar)
             try:
-                await self._feed(queue, report)
+                await self._feed(queue, report, handoff)
             finally:
                 registrar.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -151,7 +160,7 @@ class Pipeline:
         leased = {job.id async for job in repo.list_jobs(tenant, batch_id=batch_id, status="running")}
 
         async def produce(queue: Work, recorder: Recorder) -> None:
-            await self._feed(queue, report)
+            await self._feed(queue, report, Handoff(0, spilled=True, closed=True))
             await self._feed_leased(queue, report, leased)
 
         return info, await self._execute(report, produce)
@@ -223,9 +232,14 @@ class Pipeline:
                 other.cancel()
 
     async def _register(
-        self, items: Iterable[Target | InvalidInput], recorder: Recorder, report: BatchReport
+        self,
+        items: Iterable[Target | InvalidInput],
+        recorder: Recorder,
+        report: BatchReport,
+        handoff: Handoff,
     ) -> None:
-        """Store every input as a queued job of the batch (invalid lines stored already failed)."""
+        """Store every input as a queued job of the batch (invalid lines stored already failed) and
+        hand the stored targets on; if the database fails for good, hand the rest on unstored."""
         repo, tenant, batch_id = self._repo, self._settings.tenant, report.batch_id
         assert repo is not None
         assert batch_id is not None
@@ -234,9 +248,17 @@ class Pipeline:
             # while the last is scanned: scanning starts after storing the first, and storing 500 took
             # 150 ms (PostgreSQL, the bench farm).
             first = min(self._settings.concurrency, REGISTER_CHUNK)
-            for chunk in _chunks(items, REGISTER_CHUNK, first=first):
-                # Shielded: a stop must not cut a registration in half.
-                job_ids = await asyncio.shield(repo.add_jobs(tenant, batch_id, chunk))
+            chunks = _chunks(items, REGISTER_CHUNK, first=first)
+            for chunk in chunks:
+                try:
+                    # Shielded: a stop must not cut a registration in half.
+                    job_ids = await asyncio.shield(repo.add_jobs(tenant, batch_id, chunk))
+                except StorageError as exc:
+                    report.storage_error = report.storage_error or exc
+                    _log.warning("%s; the remaining inputs are scanned and spooled", exc)
+                    await self._hand_on_unstored(itertools.chain([chunk], chunks), recorder, report, handoff)
+                    return
+                stored: Handed = []
                 for item, job_id in zip(chunk, job_ids, strict=True):
                     if job_id is None:
                         report.duplicates += 1
@@ -244,28 +266,74 @@ class Pipeline:
                         result = invalid_result(item, tenant)
                         result.job_id, result.batch_id = job_id, batch_id
                         recorder.emit_stored(result)
-                self._registered.set()
+                    else:
+                        stored.append((item, job_id))
+                handoff.offer(stored)
         finally:
-            self._registering = False
-            self._registered.set()
+            handoff.close()
 
-    async def _feed(self, queue: Work, report: BatchReport) -> None:
-        """Hand the batch's queued jobs to the workers, oldest first, as the registrar stores them."""
+    async def _hand_on_unstored(
+        self,
+        chunks: Iterable[list[Target | InvalidInput]],
+        recorder: Recorder,
+        report: BatchReport,
+        handoff: Handoff,
+    ) -> None:
+        """The inputs the database would not take: deduplicated in memory (as without storage) and
+        scanned without a job; the recorder spools their records, with the batch id."""
+        tenant = self._settings.tenant
+        seen: set[str] = set()
+        for chunk in chunks:
+            unstored: Handed = []
+            for item in chunk:
+                if isinstance(item, InvalidInput):
+                    result = invalid_result(item, tenant)
+                    result.batch_id = report.batch_id
+                    recorder.finished(result)
+                elif item.domain in seen:
+                    report.duplicates += 1
+                else:
+                    seen.add(item.domain)
+                    unstored.append((item, None))
+            await handoff.put(unstored)
+
+    async def _feed(self, queue: Work, report: BatchReport, handoff: Handoff) -> None:
+        """Hand the batch's jobs to the workers, oldest first: those the registrar hands over, then,
+        once it ran further ahead than the handoff holds, those stored after them."""
+        after = 0
+        while True:
+            handoff.watch()
+            closed = handoff.closed
+            if (chunk := handoff.take()) is not None:
+                for target, job_id in chunk:
+                    after = job_id or after
+                    await queue.put((target, job_id))
+                continue
+            if handoff.spilled and (jobs := await self._queued_jobs(report, after)):
+                for job in jobs:
+                    after = job.id
+                    await self._hand_out(queue, job)
+                continue
+            if closed:
+                return
+            await handoff.changed()
+
+    async def _queued_jobs(self, report: BatchReport, after: int) -> list[JobInfo]:
+        """The next page of the batch's queued jobs. A database that is away is waited for, up to
+        FEED_ATTEMPTS times the repository's own retries: meanwhile the workers finish what they hold
+        and the recorder spools. Then the StorageError stands, and the jobs stay queued for --resume."""
         repo, tenant, batch_id = self._repo, self._settings.tenant, report.batch_id
         assert repo is not None
         assert batch_id is not None
-        after = 0
+        attempt = 1
         while True:
-            registering = self._registering
-            self._registered.clear()
-            jobs = await repo.next_jobs(tenant, batch_id, after_id=after, limit=FEED_CHUNK)
-            for job in jobs:
-                after = job.id
-                await self._hand_out(queue, job)
-            if not jobs:
-                if not registering:
-                    return
-                await self._registered.wait()
+            try:
+                return await repo.next_jobs(tenant, batch_id, after_id=after, limit=FEED_CHUNK)
+            except StorageError as exc:
+                if attempt == FEED_ATTEMPTS:
+                    raise
+                attempt += 1
+                _log.warning("%s; reading the queued jobs again (attempt %d)", exc, attempt)
 
     async def _feed_leased(self, queue: Work, report: BatchReport, leased: set[int]) -> None:
         """Resume: hand out the jobs in ``leased`` (running under another owner's live lease when the

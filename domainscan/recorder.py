@@ -6,7 +6,8 @@ leases) of the jobs that started since the last flush and are still running (a j
 finished between two flushes goes from queued to its outcome in one write). A record reaches the
 output only after that write, so a record on stdout is a record in the database; when the write fails
 even after the repository's retries, the records go to the spool file instead and still reach the
-output. The next flush tries the database again, so a database that comes back is used again.
+output. The next flush tries the database again, so a database that comes back is used again. The
+results of inputs that never got a job (their registration failed) go straight to the spool.
 
 The other way round holds too: a record the database holds reaches the output, even when the process
 is told to leave at once (a second Ctrl-C) while a write is in flight. It then leaves as soon as that
@@ -114,6 +115,9 @@ class Recorder:
     async def _write(self, running: list[int], results: list[ScanResult]) -> None:
         batch_id = self._report.batch_id
         if self._repo is not None and batch_id is not None:
+            if any(result.job_id is None for result in results):  # inputs the database would not take
+                self._to_spool([result for result in results if result.job_id is None])
+                results = [result for result in results if result.job_id is not None]
             try:
                 lease = self._lease_seconds
                 if results:

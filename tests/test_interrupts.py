@@ -538,6 +538,20 @@ IMPATIENT_DOMAINSCAN = [
     "from domainscan.cli import run; sys.argv[0] = 'domainscan'; run()",
 ]
 
+# ...and registering its inputs slowly (a chunk of SLOW_SITES every half second), as a long input would.
+SLOWLY_REGISTERING_DOMAINSCAN = [
+    sys.executable,
+    "-c",
+    "import asyncio, sys, domainscan.db.repository as repository, domainscan.pipeline as pipeline\n"
+    f"repository.RETRY_BUDGET = 1.0; pipeline.REGISTER_CHUNK = {SLOW_SITES}\n"
+    "add_jobs = repository.Repository.add_jobs\n"
+    "async def slowly(self, *args, **kwargs):\n"
+    "    await asyncio.sleep(0.5)\n"
+    "    return await add_jobs(self, *args, **kwargs)\n"
+    "repository.Repository.add_jobs = slowly\n"
+    "from domainscan.cli import run; sys.argv[0] = 'domainscan'; run()",
+]
+
 
 def pgbouncer(*commands: str) -> None:
     """Run commands on PgBouncer's admin console."""
@@ -719,6 +733,40 @@ def test_an_outage_longer_than_the_retries_goes_to_the_spool(
     assert spool is not None
     assert len(terminal_jobs(look, tenant, batch)) > len(back)  # the database was used again after
     assert_import_completes(spool, url, look, tenant, batch, farm)
+
+
+@pytest.mark.webfarm
+@pytest.mark.postgres
+def test_inputs_the_database_would_not_register_are_scanned_printed_and_spooled(
+    farm: Farm, pgbouncer_server: Any, tmp_path: Path, tenant: str
+) -> None:
+    """The outage comes while the inputs are still being registered: the batch goes on, the inputs
+    that got no job are scanned all the same, printed, and spooled with the batch id, and `domainscan
+    import` gives them their jobs: every domain of the farm ends in the batch once."""
+    url, farm_url = shared_database(pgbouncer_server)
+    look, name = direct(url), url.rsplit("/", 1)[1]
+    scan = start(
+        farm, tmp_path, "scan", *scan_args(farm, tenant, farm_url), program=SLOWLY_REGISTERING_DOMAINSCAN
+    )
+    batch = under_way(farm, scan, look, tenant)
+    registered = len(job_states(look, tenant))
+    assert registered < SITES  # the outage will come in the middle of the registration
+    gave_up = "the remaining inputs are scanned and spooled"
+    try:
+        pgbouncer(f"DISABLE {name}", f"KILL {name}")
+        wait_for(lambda: gave_up in scan.stderr(), timeout=30, what="the registration to give up")
+    finally:
+        pgbouncer_resume(name)
+    code = scan.wait()
+    assert code == 3, scan.stderr()
+    spool = assert_nothing_missing(scan, code, look, tenant, batch, farm)
+    assert spool is not None
+    unregistered = [r for r in records(spool.read_text()) if r["job_id"] is None]
+    assert unregistered
+    assert all(r["batch_id"] == batch for r in unregistered)
+    assert len(job_states(look, tenant)) < SITES
+    assert_import_completes(spool, url, look, tenant, batch, farm)
+    assert len(job_states(look, tenant)) == SITES
 
 
 # --- the database down at the start --------------------------------------------------------------------

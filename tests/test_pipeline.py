@@ -6,17 +6,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from domainscan import pipeline as pipeline_module
 from domainscan.config import Settings
-from domainscan.errors import ErrorKind, FetchError
-from domainscan.models import Fetched, InvalidInput, ScanResult, Target
+from domainscan.errors import ErrorKind, FetchError, StorageError
+from domainscan.models import Fetched, InvalidInput, JobInfo, ScanResult, Target
 from domainscan.pipeline import BatchReport, Pipeline
+from domainscan.spool import read_spool
+
+if TYPE_CHECKING:
+    from domainscan.db import Repository
+
+_T = TypeVar("_T")
 
 PAGE = (
     b"<html lang='en'><head><title>Hello</title></head>"
@@ -302,3 +309,127 @@ def test_registration_keeps_what_was_read_before_the_input_failed() -> None:
     assert [t.domain for t in next(chunks)] == [f"d{n}.com" for n in range(50, 70)]
     with pytest.raises(OSError, match="the disk went away"):
         next(chunks)
+
+
+@contextlib.asynccontextmanager
+async def sqlite_repository(tmp_path: Path) -> AsyncIterator[Repository]:
+    from domainscan.db import open_repository
+
+    repo = await open_repository(f"sqlite:///{tmp_path}/h.db", auto_upgrade=True)
+    try:
+        yield repo
+    finally:
+        await repo.close()
+
+
+def failing_after(
+    calls: int, real: Callable[..., Awaitable[_T]], failures: int = 10**9
+) -> Callable[..., Awaitable[_T]]:
+    """`real`, except that from call number `calls` + 1 on it raises StorageError, `failures` times."""
+    made = [0]
+
+    async def call(*args: Any, **kwargs: Any) -> _T:
+        made[0] += 1
+        if calls < made[0] <= calls + failures:
+            raise StorageError("storage unavailable: the database went away (a test)")
+        return await real(*args, **kwargs)
+
+    return call
+
+
+@pytest.mark.parametrize("handoff_limit", [pipeline_module.HANDOFF_LIMIT, 7, 0])
+async def test_the_feeder_takes_the_registrars_jobs_and_reads_back_only_what_did_not_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handoff_limit: int
+) -> None:
+    """Every stored job is scanned once, whether the registrar handed it over or the feeder read it
+    back; the database is read only for what the handoff could not hold."""
+    monkeypatch.setattr(pipeline_module, "HANDOFF_LIMIT", handoff_limit)
+    async with sqlite_repository(tmp_path) as repo:
+        reads = [0]
+        next_jobs = repo.next_jobs
+
+        async def counted(*args: Any, **kwargs: Any) -> list[JobInfo]:
+            reads[0] += 1
+            return await next_jobs(*args, **kwargs)
+
+        monkeypatch.setattr(repo, "next_jobs", counted)
+        fetcher = FakeFetcher()
+        results: list[ScanResult] = []
+        pipeline = Pipeline(
+            Settings(concurrency=3, timeout=5), repo=repo, sink=results.append, fetcher=fetcher
+        )  # type: ignore[arg-type]
+        report = await pipeline.run([target(f"s{i}.example") for i in range(60)], source="test")
+        assert sorted(fetcher.fetched) == sorted(f"s{i}.example" for i in range(60))
+        assert report.status == "complete"
+        assert report.batch_id is not None
+        assert await repo.job_counts("default", report.batch_id) == {"succeeded": 60}
+        assert all(r.job_id is not None for r in results)
+        assert (reads[0] == 0) == (handoff_limit >= 60)
+
+
+@pytest.mark.parametrize("handoff_limit", [pipeline_module.HANDOFF_LIMIT, 4])
+async def test_inputs_the_database_would_not_take_are_scanned_printed_and_spooled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handoff_limit: int
+) -> None:
+    """Registration fails for good after two chunks: the batch goes on, the rest is scanned without a
+    job, every input is printed once, the unstored ones are spooled, and the import stores them. (A
+    small handoff makes the registrar wait for room, for what is nowhere else.)"""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setattr(pipeline_module, "HANDOFF_LIMIT", handoff_limit)
+    async with sqlite_repository(tmp_path) as repo:
+        monkeypatch.setattr(repo, "add_jobs", failing_after(2, repo.add_jobs))
+        items: list[Target | InvalidInput] = [target(f"s{i}.example", i) for i in range(40)]
+        items += [target("s30.example", 40), InvalidInput(input="#bad", reason="bad", line=41)]
+        results: list[ScanResult] = []
+        fetcher = FakeFetcher()
+        pipeline = Pipeline(
+            Settings(concurrency=5, timeout=5), repo=repo, sink=results.append, fetcher=fetcher
+        )  # type: ignore[arg-type]
+        report = await asyncio.wait_for(pipeline.run(items, source="test"), 10)
+        assert sorted(fetcher.fetched) == sorted(f"s{i}.example" for i in range(40))
+        assert sorted(r.input for r in results) == sorted([f"s{i}.example" for i in range(40)] + ["#bad"])
+        assert str(report.storage_error) == "storage unavailable: the database went away (a test)"
+        assert (report.total, report.ok, report.invalid, report.duplicates) == (41, 40, 1, 1)
+        stored = [r for r in results if r.job_id is not None]
+        assert len(stored) == 15  # the chunks of 5 and 10 that were registered
+        assert all(r.batch_id == report.batch_id for r in results)
+        assert report.spool_path is not None
+        spooled = list(read_spool(Path(report.spool_path)))
+        assert report.spooled == len(spooled) == 26
+        assert sorted(r["input"] for r in spooled) == sorted(r.input for r in results if r.job_id is None)
+        assert report.batch_id is not None
+        assert await repo.job_counts("default", report.batch_id) == {"succeeded": 15}
+
+        counts = await repo.import_records("default", spooled)
+        assert (counts.imported, counts.already_stored, counts.skipped) == (26, 0, 0)
+        assert await repo.job_counts("default", report.batch_id) == {"succeeded": 40, "failed": 1}
+
+
+@pytest.mark.parametrize(
+    ("failures", "survives"), [(pipeline_module.FEED_ATTEMPTS - 1, True), (10**9, False)]
+)
+async def test_the_feeder_waits_out_a_database_that_is_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: int, survives: bool
+) -> None:
+    """Reading queued jobs back fails: the feeder tries again, FEED_ATTEMPTS times in all; a database
+    that stays away ends the run with a storage error and the unscanned jobs still queued (control)."""
+    monkeypatch.setattr(pipeline_module, "HANDOFF_LIMIT", 0)
+    async with sqlite_repository(tmp_path) as repo:
+        monkeypatch.setattr(repo, "next_jobs", failing_after(2, repo.next_jobs, failures))
+        fetcher = FakeFetcher()
+        pipeline = Pipeline(
+            Settings(concurrency=2, timeout=5), repo=repo, sink=lambda r: None, fetcher=fetcher
+        )  # type: ignore[arg-type]
+        report = await asyncio.wait_for(
+            pipeline.run([target(f"s{i}.example") for i in range(30)], source="t"), 10
+        )
+        assert report.batch_id is not None
+        counts = await repo.job_counts("default", report.batch_id)
+        if survives:
+            assert report.storage_error is None
+            assert report.status == "complete"
+            assert counts == {"succeeded": 30}
+        else:
+            assert isinstance(report.storage_error, StorageError)
+            assert report.status == "interrupted"
+            assert counts["queued"] == sum(counts.values()) - len(fetcher.fetched) > 0

@@ -51,7 +51,7 @@ def target(domain: str, *, line: int | None = None, raw: str | None = None) -> T
 
 def result(
     tenant: str,
-    batch_id: int,
+    batch_id: int | None,
     job_id: int | None,
     domain: str | None,
     *,
@@ -1125,7 +1125,7 @@ async def test_import_records_is_idempotent(repo: Repository, tenant: str, datab
         result(tenant, batch_id, bad, None, kind=ErrorKind.INVALID_DOMAIN, http_status=None).to_record(),
     ]
     unusable = [
-        result(tenant, batch_id, None, "nojob.com").to_record(),  # the database was down from the start
+        result(tenant, None, None, "nojob.com").to_record(),  # the database was down from the start
         result(tenant, batch_id, 10**9, "gone.com").to_record(),  # not a job of this database
         result(tenant, batch_id, a, "someone-else.com").to_record(),  # a job id here, of another domain
         {**result(tenant, batch_id, a, "a.com").to_record(), "error_kind": "bogus"},
@@ -1149,6 +1149,53 @@ async def test_import_records_is_idempotent(repo: Repository, tenant: str, datab
     assert batch is not None
     assert (batch.total, batch.ok, batch.failed, batch.invalid) == (4, 2, 1, 1)
     assert await repo.import_records(tenant, []) == ImportCounts()
+
+
+async def test_import_gives_unregistered_inputs_their_jobs(
+    repo: Repository, tenant: str, database_url: str
+) -> None:
+    """Records of inputs a scan could not register (a batch id, no job id): the import makes each its
+    job in the batch, or takes the one the batch has for that domain, and gives it the outcome; once."""
+    batch_id = await repo.start_batch(tenant, "args", {})
+    [a] = new_jobs(await repo.add_jobs(tenant, batch_id, [target("a.com")]))  # registered, never scanned
+    invalid = result(tenant, batch_id, None, None, kind=ErrorKind.INVALID_DOMAIN, http_status=None)
+    spooled = [
+        result(tenant, batch_id, None, "a.com", title="A").to_record(),
+        result(tenant, batch_id, None, "b.com", title="B").to_record(),
+        result(tenant, batch_id, None, "c.com", kind=ErrorKind.TIMEOUT, http_status=None).to_record(),
+        result(tenant, batch_id, None, "b.com", title="B").to_record(),  # twice in the spool
+        invalid.to_record(),
+        {**invalid.to_record(), "input": "another"},
+    ]
+    elsewhere = result(tenant, 10**9, None, "d.com").to_record()  # a batch this database does not have
+    assert await repo.import_records(tenant, [*spooled, elsewhere]) == ImportCounts(
+        imported=5, already_stored=1, skipped=1
+    )
+    assert await repo.import_records(tenant, [*spooled, elsewhere]) == ImportCounts(
+        imported=0, already_stored=6, skipped=1
+    )
+    rows = await job_rows(database_url, tenant)
+    assert len(rows) == 5
+    assert rows[a].status == "succeeded"
+    assert rows[a].result == spooled[0] | {"job_id": a}  # the record as stored names its new job
+    by_input = {row.input: row for row in rows.values()}
+    assert {name: row.status for name, row in by_input.items()} == {
+        "a.com": "succeeded",
+        "b.com": "succeeded",
+        "c.com": "failed",
+        "not a domain": "failed",
+        "another": "failed",
+    }
+    assert by_input["c.com"].error_kind == "timeout"
+    assert by_input["another"].error == "invalid_domain happened"
+    assert await repo.job_counts(tenant, batch_id) == {"succeeded": 2, "failed": 3}
+    batch = await repo.get_batch(tenant, batch_id)
+    assert batch is not None
+    assert (batch.total, batch.ok, batch.failed, batch.invalid) == (5, 2, 1, 2)
+    b = await repo.get_domain(tenant, "b.com")
+    assert b is not None
+    assert (b.title, b.scans) == ("B", 1)
+    assert await repo.get_domain(tenant, "d.com") is None
 
 
 async def test_import_refuses_another_tenants_records(repo: Repository, tenant: str) -> None:

@@ -108,6 +108,7 @@ RETRY_MAX_WAIT = 5.0  # ...up to this
 RETRY_JITTER = 0.5  # plus up to this much at random, so that many clients do not reconnect in step
 IMPORT_CHUNK = 500  # spooled records stored per transaction
 _IDS_PER_STATEMENT = 1000  # keeps IN (...) lists far below SQLite's and PostgreSQL's parameter limits
+_NO_JOB = 0  # the job id of a spooled record whose input was never registered, until import gives it one
 _TERMINAL = ("succeeded", "failed")  # a job with one of these has its outcome; cancelled is resumable
 _OWNER_LENGTH = 128
 # URLs longer than this (in UTF-8 bytes) are not stored in the sitemap tables: the sitemap protocol
@@ -537,10 +538,13 @@ class Repository:
 
         A record whose job (job_id in batch_id, this tenant, same domain) has no outcome yet finishes it
         as finish_jobs would (the domain's latest facts too, guarded by scanned_at; no heartbeat). A
-        record whose job has one is counted as already stored; a record without a job id (no job was
-        ever created), whose job is not in this database, or that is not an output record, is skipped.
-        Raises StorageError, storing nothing, if a record belongs to another tenant. Each IMPORT_CHUNK
-        records of a batch are one transaction: an import that stops half-way can simply be run again.
+        record whose job has one is counted as already stored. A record with a batch id but no job id
+        is an input the scan could not register: it gets the batch's job for its domain (made now, or
+        the one the batch has), then its outcome the same way; an invalid input gets a job for its
+        input and error. A record whose batch or job is not in this database, or that is not an output
+        record, is skipped. Raises StorageError, storing nothing, if a record belongs to another tenant.
+        Each IMPORT_CHUNK records of a batch are one transaction: an import that stops half-way can
+        simply be run again.
         """
         for number, record in enumerate(records, 1):
             owner = record.get("tenant") if isinstance(record, Mapping) else None
@@ -552,7 +556,7 @@ class Repository:
         by_batch: dict[int, list[_Outcome]] = {}
         for record in records:
             try:
-                outcome = _Outcome.from_record(record)
+                outcome = _Outcome.from_record(record, adopt=True)
             except (KeyError, TypeError, ValueError):
                 skipped += 1
                 continue
@@ -648,7 +652,75 @@ class Repository:
         self, tenant: str, batch_id: int, outcomes: list[_Outcome], now: datetime, retry: bool
     ) -> _Tally:
         async with self._write() as conn:
+            if any(outcome.job_id == _NO_JOB for outcome in outcomes):
+                if not await _has_batch(conn, tenant, batch_id):
+                    return _Tally(missing=len(outcomes))
+                outcomes = await self._adopt(conn, tenant, batch_id, outcomes, now)
             return await _finish(conn, tenant, batch_id, outcomes, now, retry=retry, strict=False)
+
+    async def _adopt(
+        self, conn: AsyncConnection, tenant: str, batch_id: int, outcomes: list[_Outcome], now: datetime
+    ) -> list[_Outcome]:
+        """Give the outcomes that have no job (their input was never registered) the batch's job for
+        their domain, made now if the batch has none, or for an invalid input the job with its input and
+        error; the batch counts the jobs made. Idempotent: a second import finds the jobs it made."""
+        jobless = [outcome for outcome in outcomes if outcome.job_id == _NO_JOB]
+        firsts: dict[str, _Outcome] = {}
+        for outcome in jobless:
+            if outcome.domain is not None:
+                firsts.setdefault(outcome.domain, outcome)
+        domain_ids = await self._upsert_domains(conn, tenant, sorted(firsts), now)
+        made = 0
+        job_of_domain: dict[str, int] = {}
+        if firsts:
+            stmt = (
+                self._insert(jobs)
+                .on_conflict_do_nothing(index_elements=[jobs.c.batch_id, jobs.c.domain_id])
+                .returning(jobs.c.id)
+            )
+            rows = [
+                _adopted_job_row(tenant, batch_id, o, domain_ids[name], now) for name, o in firsts.items()
+            ]
+            made += len((await conn.execute(stmt, rows)).all())
+            for chunk in _chunked(sorted(domain_ids.values())):
+                found = select(jobs.c.id, domains.c.domain).join(domains, domains.c.id == jobs.c.domain_id)
+                found = found.where(
+                    jobs.c.tenant == tenant, jobs.c.batch_id == batch_id, jobs.c.domain_id.in_(chunk)
+                )
+                job_of_domain.update((row.domain, row.id) for row in await conn.execute(found))
+        job_of_invalid: dict[tuple[str, str | None], int] = {}
+        for outcome in jobless:
+            if (
+                outcome.domain is not None
+                or (key := (outcome.record["input"], outcome.error)) in job_of_invalid
+            ):
+                continue
+            found_invalid = select(jobs.c.id).where(
+                jobs.c.tenant == tenant,
+                jobs.c.batch_id == batch_id,
+                jobs.c.domain_id.is_(None),
+                jobs.c.input == key[0],
+                jobs.c.error == key[1],
+            )
+            job_id = (await conn.execute(found_invalid.limit(1))).scalar()
+            if job_id is None:
+                row = _adopted_job_row(tenant, batch_id, outcome, None, now)
+                job_id = (await conn.execute(insert(jobs).returning(jobs.c.id), row)).scalar_one()
+                made += 1
+            job_of_invalid[key] = job_id
+        await _bump_batch(conn, tenant, batch_id, total=made)
+        adopted: list[_Outcome] = []
+        for outcome in outcomes:
+            if outcome.job_id != _NO_JOB:
+                adopted.append(outcome)
+                continue
+            if outcome.domain is not None:
+                job_id = job_of_domain[outcome.domain]
+            else:
+                job_id = job_of_invalid[(outcome.record["input"], outcome.error)]
+            record = {**outcome.record, "job_id": job_id}
+            adopted.append(dataclasses.replace(outcome, job_id=job_id, record=record))
+        return adopted
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -722,15 +794,18 @@ class _Outcome:
         return outcome
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> _Outcome:
-        """Raises KeyError, TypeError or ValueError for anything that is not an output record."""
+    def from_record(cls, record: Mapping[str, Any], *, adopt: bool = False) -> _Outcome:
+        """Raises KeyError, TypeError or ValueError for anything that is not an output record, or for
+        a record without a job id unless `adopt` (its job_id is then _NO_JOB, until it gets one)."""
         kind = _optional(record, "error_kind", str)
         if kind is not None:
             kind = ErrorKind(kind).value
         status = "succeeded" if kind is None else "cancelled" if kind == ErrorKind.CANCELLED else "failed"
         job_id = _optional(record, "job_id", int)
         if job_id is None:
-            raise ValueError("a record without a job")
+            if not adopt or not isinstance(record.get("input"), str):
+                raise ValueError("a record without a job")
+            job_id = _NO_JOB
         return cls(
             job_id=job_id,
             batch_id=_optional(record, "batch_id", int),
@@ -771,6 +846,26 @@ class _Outcome:
             "p_title": self.title,
             "p_record": self.record,
         }
+
+
+def _adopted_job_row(
+    tenant: str, batch_id: int, outcome: _Outcome, domain_id: int | None, now: datetime
+) -> dict[str, Any]:
+    """A job made on import for an input the scan could not register (queued: _finish gives it its
+    outcome in the same transaction). Its line and source were not recorded."""
+    return {
+        "tenant": tenant,
+        "batch_id": batch_id,
+        "domain_id": domain_id,
+        "input": outcome.record["input"],
+        "status": "queued",
+        "created_at": now,
+    }
+
+
+async def _has_batch(conn: AsyncConnection, tenant: str, batch_id: int) -> bool:
+    stmt = select(batches.c.id).where(batches.c.tenant == tenant, batches.c.id == batch_id)
+    return (await conn.execute(stmt)).first() is not None
 
 
 @dataclass(frozen=True, slots=True)
