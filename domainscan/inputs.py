@@ -13,6 +13,7 @@ result; problems with a whole *source* (missing, a directory, unreadable, binary
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 import os
@@ -92,8 +93,11 @@ def check_sources(files: Sequence[str]) -> None:
 
 
 def _sniff(stream: BinaryIO, source: str) -> _Rewound:
-    """Refuse binary data (NUL bytes in the first 8 KiB) before a single line of it becomes a record."""
-    head = stream.read(_BINARY_SNIFF_BYTES)
+    """Refuse binary data (NUL bytes in the first 8 KiB) before a single line of it becomes a record.
+
+    From a pipe, only what has arrived: its writer may be slow to send 8 KiB, or never send them."""
+    read = getattr(stream, "read1", stream.read)
+    head = read(_BINARY_SNIFF_BYTES)
     if b"\0" in head:
         if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             raise InputError(f"{source} is UTF-16 text; save it as UTF-8")
@@ -223,6 +227,23 @@ def _prepend(first: _Line, rest: Iterator[_Line]) -> Iterator[_Line]:
     yield from rest
 
 
+@contextlib.contextmanager
+def _own(stdin: BinaryIO) -> Iterator[BinaryIO]:
+    """stdin on a file object of its own, when it has a descriptor.
+
+    The pipeline reads on a thread (domainscan.intake), which may be blocked in a read of a stalled
+    pipe when the run ends. Were that read on ``sys.stdin``, the exiting interpreter would wait for the
+    stream's lock and abort ("could not acquire lock ... at interpreter shutdown").
+    """
+    try:
+        fd = stdin.fileno()
+    except (OSError, ValueError):  # an in-memory stream (io.UnsupportedOperation is both)
+        yield stdin
+        return
+    with open(os.dup(fd), "rb") as stream:
+        yield stream
+
+
 def iter_inputs(
     args: Sequence[str], files: Sequence[str], stdin: BinaryIO
 ) -> Iterator[Target | InvalidInput]:
@@ -236,7 +257,8 @@ def iter_inputs(
     for path in files:
         if path == STDIN:
             try:
-                yield from _read_source(stdin, STDIN_SOURCE)
+                with _own(stdin) as stream:
+                    yield from _read_source(stream, STDIN_SOURCE)
             except OSError as exc:
                 raise _os_error(STDIN_SOURCE, exc) from None
             continue

@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from domainscan.config import Settings
@@ -39,6 +38,7 @@ from domainscan.domains import normalize
 from domainscan.errors import InvalidDomain, StorageError
 from domainscan.fetch import PARALLEL_PER_DOMAIN, Fetcher
 from domainscan.handoff import Handed, Handoff
+from domainscan.intake import Intake
 from domainscan.models import BatchInfo, BatchReport, InvalidInput, JobInfo, Target
 from domainscan.parsing import PageParser
 from domainscan.recorder import Recorder, ResultSink, exit_now
@@ -57,30 +57,6 @@ _FILES_BESIDES_CONNECTIONS = 256  # the database's, the parse workers', output, 
 Work = asyncio.Queue[tuple[Target, int | None] | None]
 
 _log = logging.getLogger(__name__)
-
-
-def _chunks(
-    items: Iterable[Target | InvalidInput], size: int, *, first: int
-) -> Iterator[list[Target | InvalidInput]]:
-    """Lists of up to `first` items, then twice as many each time, up to `size`; when reading fails,
-    what was read before is still yielded first."""
-    it = iter(items)
-    limit = first
-    while True:
-        chunk: list[Target | InvalidInput] = []
-        try:
-            for item in it:
-                chunk.append(item)
-                if len(chunk) == limit:
-                    break
-        except Exception:
-            if chunk:
-                yield chunk
-            raise
-        if not chunk:
-            return
-        yield chunk
-        limit = min(2 * limit, size)
 
 
 class Pipeline:
@@ -243,20 +219,16 @@ class Pipeline:
         repo, tenant, batch_id = self._repo, self._settings.tenant, report.batch_id
         assert repo is not None
         assert batch_id is not None
+        intake = self._intake(items)
         try:
-            # The first chunk is just enough to give every worker a domain, and each next one stored
-            # while the last is scanned: scanning starts after storing the first, and storing 500 took
-            # 150 ms (PostgreSQL, the bench farm).
-            first = min(self._settings.concurrency, REGISTER_CHUNK)
-            chunks = _chunks(items, REGISTER_CHUNK, first=first)
-            for chunk in chunks:
+            async for chunk in intake:
                 try:
                     # Shielded: a stop must not cut a registration in half.
                     job_ids = await asyncio.shield(repo.add_jobs(tenant, batch_id, chunk))
                 except StorageError as exc:
                     report.storage_error = report.storage_error or exc
                     _log.warning("%s; the remaining inputs are scanned and spooled", exc)
-                    await self._hand_on_unstored(itertools.chain([chunk], chunks), recorder, report, handoff)
+                    await self._hand_on_unstored(chunk, intake, recorder, report, handoff)
                     return
                 stored: Handed = []
                 for item, job_id in zip(chunk, job_ids, strict=True):
@@ -270,20 +242,35 @@ class Pipeline:
                         stored.append((item, job_id))
                 handoff.offer(stored)
         finally:
+            intake.close()
             handoff.close()
+
+    def _intake(self, items: Iterable[Target | InvalidInput]) -> Intake[Target | InvalidInput]:
+        """The inputs in chunks, read on a thread. The first chunk is just enough to give every worker
+        a domain, and each next one is stored while the last is scanned: scanning starts after storing
+        the first, and storing 500 took 150 ms (PostgreSQL, the bench farm)."""
+        return Intake(items, first=min(self._settings.concurrency, REGISTER_CHUNK), size=REGISTER_CHUNK)
 
     async def _hand_on_unstored(
         self,
-        chunks: Iterable[list[Target | InvalidInput]],
+        failed: list[Target | InvalidInput],
+        intake: Intake[Target | InvalidInput],
         recorder: Recorder,
         report: BatchReport,
         handoff: Handoff,
     ) -> None:
-        """The inputs the database would not take: deduplicated in memory (as without storage) and
-        scanned without a job; the recorder spools their records, with the batch id."""
+        """The inputs the database would not take (`failed`, and the rest of `intake`): deduplicated
+        in memory (as without storage) and scanned without a job; the recorder spools their records,
+        with the batch id."""
         tenant = self._settings.tenant
         seen: set[str] = set()
-        for chunk in chunks:
+
+        async def chunks() -> AsyncIterator[list[Target | InvalidInput]]:
+            yield failed
+            async for chunk in intake:
+                yield chunk
+
+        async for chunk in chunks():
             unstored: Handed = []
             for item in chunk:
                 if isinstance(item, InvalidInput):
@@ -372,14 +359,19 @@ class Pipeline:
         """Without storage: deduplicate in memory and hand targets straight to the workers."""
         tenant = self._settings.tenant
         seen: set[str] = set()
-        for item in items:
-            if isinstance(item, InvalidInput):
-                recorder.finished(invalid_result(item, tenant))
-            elif item.domain in seen:
-                report.duplicates += 1
-            else:
-                seen.add(item.domain)
-                await queue.put((item, None))
+        intake = self._intake(items)
+        try:
+            async for chunk in intake:
+                for item in chunk:
+                    if isinstance(item, InvalidInput):
+                        recorder.finished(invalid_result(item, tenant))
+                    elif item.domain in seen:
+                        report.duplicates += 1
+                    else:
+                        seen.add(item.domain)
+                        await queue.put((item, None))
+        finally:
+            intake.close()
 
     async def _work(
         self, fetcher: Fetcher, parser: PageParser, queue: Work, recorder: Recorder, report: BatchReport

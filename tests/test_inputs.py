@@ -257,6 +257,8 @@ def test_a_read_error_becomes_input_error() -> None:
         def read(self, size: int | None = -1) -> bytes:
             raise PermissionError(13, "Permission denied")
 
+        read1 = read
+
     with pytest.raises(InputError, match=r"^cannot read stdin: permission denied$"):
         list(iter_inputs([], ["-"], FailingStream()))
 
@@ -284,6 +286,8 @@ def test_large_input_streams_without_reading_it_all() -> None:
             assert size is not None
             assert 0 < size <= 64 * 1024
             return super().read(size)
+
+        read1 = read
 
     stream = CountingStream(b"example.com\n" * 200_000)
     items = iter_inputs([], ["-"], stream)

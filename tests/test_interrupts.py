@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -43,6 +44,7 @@ from farm import (
     records,
     run_domainscan,
     shared_database,
+    sqlite_rows,
     unavailable,
     webfarm_missing,
 )
@@ -446,6 +448,48 @@ def assert_counters_agree(url: str, tenant: str, batch: int) -> None:
 
 @pytest.mark.webfarm
 @pytest.mark.postgres
+def read_lines(stream: Any, count: int, timeout: float) -> list[bytes]:
+    """The next `count` lines a process writes to the pipe `stream`, failing after `timeout` s."""
+    data, deadline = b"", time.monotonic() + timeout
+    while data.count(b"\n") < count:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([stream], [], [], max(left, 0))
+        assert ready, f"{count} lines not written within {timeout}s; got {data!r}"
+        chunk = os.read(stream.fileno(), 65536)
+        assert chunk, f"the pipe closed after {data!r}"
+        data += chunk
+    return data.splitlines()[:count]
+
+
+@pytest.mark.parametrize("store", [False, True], ids=["no-store", "sqlite"])
+def test_a_stalled_stdin_holds_back_neither_what_it_sent_nor_ctrl_c(tmp_path: Path, store: bool) -> None:
+    """`producer | domainscan scan --file -`, the producer sending two lines and then nothing (yet):
+    both are recorded at once, not after 8 KiB, a full chunk or the end of the input, and Ctrl-C still
+    stops the run promptly (it used to wait for the next line), with the batch marked interrupted."""
+    db = tmp_path / "stdin.db"
+    args = [DOMAINSCAN, "scan", "--file", "-", "--format", "jsonl", "--concurrency", "50"]
+    args += ["--database-url", f"sqlite:///{db}"] if store else ["--no-store"]
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(args, env=env, **pipes) as proc:  # type: ignore[call-overload]
+        try:
+            proc.stdin.write(b"not a domain!\nnor_this\n")
+            proc.stdin.flush()
+            lines = read_lines(proc.stdout, 2, timeout=15)
+            assert [json.loads(line)["input"] for line in lines] == ["not a domain!", "nor_this"]
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=PROCESS_TIMEOUT)
+            took = time.monotonic() - sent
+        finally:
+            proc.kill()
+        stderr = proc.stderr.read().decode()
+    assert code == 130, stderr
+    assert took < PROMPT, f"exited {took:.1f}s after Ctrl-C"
+    if store:
+        assert sqlite_rows(db, "select status, total, invalid from batches") == [("interrupted", 2, 2)]
+
+
 def test_kill_9_leaves_running_jobs_and_resume_takes_them_back_once_stale(
     farm: Farm, request: pytest.FixtureRequest, tmp_path: Path, tenant: str
 ) -> None:

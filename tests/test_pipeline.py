@@ -291,26 +291,6 @@ async def test_resume_scans_only_what_has_no_outcome(tmp_path: Path) -> None:
         await repo.close()
 
 
-def test_registration_starts_small_and_doubles_up_to_its_chunk() -> None:
-    """The first chunk is stored before anything is scanned: it is small, and each next one (stored
-    while the last is scanned) twice as big, up to the full chunk."""
-    items = [target(f"d{n}.com") for n in range(2000)]
-    sizes = [len(chunk) for chunk in pipeline_module._chunks(items, 500, first=50)]
-    assert sizes == [50, 100, 200, 400, 500, 500, 250]
-
-
-def test_registration_keeps_what_was_read_before_the_input_failed() -> None:
-    def failing() -> Iterator[Target]:
-        yield from (target(f"d{n}.com") for n in range(70))
-        raise OSError("the disk went away")
-
-    chunks = pipeline_module._chunks(failing(), 500, first=50)
-    assert len(next(chunks)) == 50
-    assert [t.domain for t in next(chunks)] == [f"d{n}.com" for n in range(50, 70)]
-    with pytest.raises(OSError, match="the disk went away"):
-        next(chunks)
-
-
 @contextlib.asynccontextmanager
 async def sqlite_repository(tmp_path: Path) -> AsyncIterator[Repository]:
     from domainscan.db import open_repository
