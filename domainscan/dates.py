@@ -1,7 +1,7 @@
 """W3C datetimes, as sitemaps write ``<lastmod>``: parsed into aware UTC datetimes; pure.
 
 Used where lastmods are read (:mod:`domainscan.sitemaps`) and where they are stored as timestamps
-(:mod:`domainscan.db.repository`), so both agree on what a value means.
+(:mod:`domainscan.db.outcomes`), so both agree on what a value means.
 """
 
 from __future__ import annotations

@@ -26,15 +26,17 @@ Concurrency, because several domainscan processes may write one database:
   A process admits later inputs while it finishes earlier ones, so this order matters even within one.)
   finish_jobs reads its jobs first without locking them and then updates each only if its status is
   still the one it read (compare-and-set); a job that changed in between makes it start over.
-* A domain's latest facts are only replaced by a scan that is not older than the stored one (a guard on
-  ``last_scanned_at``): two batches may scan a domain at the same time and finish in either order. Its
-  sitemap rows follow its latest facts: written (upserted, and rows the scan no longer found deleted)
-  only by the scan whose facts the domain row now holds.
+* A domain's latest facts, and its sitemap rows, are those of its newest scan, whichever scan finishes
+  last (see :mod:`domainscan.db.outcomes`).
 * A running job carries a lease (owner, expiry); a running batch a heartbeat that every write of its
   process refreshes. ``reopen_batch`` (``--resume``) refuses a batch whose heartbeat is fresh, and takes
   back only jobs that were cancelled or whose lease has expired: nothing is scanned twice.
 
 Every statement filters by tenant; ids from another tenant simply match nothing.
+
+The statements the methods run live beside this module, each set in its own: storing outcomes
+(:mod:`domainscan.db.outcomes`), jobs and batches (:mod:`domainscan.db.jobs`), rows to dataclasses
+(:mod:`domainscan.db.rows`). They take the caller's connection and never import this module.
 """
 
 from __future__ import annotations
@@ -44,31 +46,13 @@ import logging
 import os
 import socket
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    Row,
-    Select,
-    Table,
-    Update,
-    and_,
-    any_,
-    bindparam,
-    case,
-    column,
-    delete,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Row, Select, Table, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenacity import (
@@ -79,25 +63,35 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from domainscan.dates import parse_w3c_datetime
 from domainscan.db.engine import create_engine, read_only
 from domainscan.db.errors import TransientStorageError, wrap_db_errors
-from domainscan.db.migrate import HEAD, check_schema, current_revision, upgrade
-from domainscan.db.tables import BATCH_STATUSES, batches, domains, jobs, sitemap_files, sitemap_urls
-from domainscan.db.types import UTCDateTime, parse_iso, to_iso, utcnow
-from domainscan.errors import BatchInUse, ErrorKind, StorageError
-from domainscan.models import (
-    RECORD_FIELDS,
-    SITEMAP_FIELDS,
-    BatchInfo,
-    DomainInfo,
-    ImportCounts,
-    InvalidInput,
-    JobInfo,
-    ScanResult,
-    Target,
-    UrlEntry,
+from domainscan.db.jobs import (
+    admitted,
+    bump_batch,
+    chunked,
+    has_batch,
+    in_input_order,
+    invalid_job_row,
+    job_row,
+    lease_queued,
+    recount,
+    requeue,
 )
+from domainscan.db.migrate import HEAD, check_schema, current_revision, upgrade
+from domainscan.db.outcomes import (
+    MAX_STORED_URL,  # noqa: F401 - the tests import it from here
+    NO_JOB,
+    STATEMENTS,
+    Outcome,
+    Tally,
+    adopted_job_row,
+    finish,
+)
+from domainscan.db.rows import batch_info, domain_info, job_info, job_select
+from domainscan.db.tables import BATCH_STATUSES, batches, domains, jobs
+from domainscan.db.types import utcnow
+from domainscan.errors import BatchInUse, StorageError
+from domainscan.models import BatchInfo, DomainInfo, ImportCounts, InvalidInput, JobInfo, ScanResult, Target
 
 PAGE_SIZE = 500  # rows per list_domains/list_jobs page, each page its own short transaction
 STALE_AFTER = 15.0  # seconds without a heartbeat after which a running batch is reported stale
@@ -107,14 +101,8 @@ RETRY_INITIAL_WAIT = 0.1  # seconds before the first retry; doubles each time...
 RETRY_MAX_WAIT = 5.0  # ...up to this
 RETRY_JITTER = 0.5  # plus up to this much at random, so that many clients do not reconnect in step
 IMPORT_CHUNK = 500  # spooled records stored per transaction
-_IDS_PER_STATEMENT = 1000  # keeps IN (...) lists far below SQLite's and PostgreSQL's parameter limits
-_NO_JOB = 0  # the job id of a spooled record whose input was never registered, until import gives it one
-_TERMINAL = ("succeeded", "failed")  # a job with one of these has its outcome; cancelled is resumable
 _OWNER_LENGTH = 128
-# URLs longer than this (in UTF-8 bytes) are not stored in the sitemap tables: the sitemap protocol
-# allows 2,048 characters, and PostgreSQL's unique index would refuse a key of more than ~2,700 bytes.
-MAX_STORED_URL = 2048
-_CHANGEFREQS = frozenset({"always", "hourly", "daily", "weekly", "monthly", "yearly", "never"})
+_STATEMENTS = STATEMENTS  # the same dict, by the name under which the tests patch it here
 
 _log = logging.getLogger("domainscan.db")
 _T = TypeVar("_T")
@@ -217,7 +205,7 @@ class Repository:
                         )
                         .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
                     )
-                await _bump_batch(conn, tenant, batch_id, heartbeat_at=now)
+                await bump_batch(conn, tenant, batch_id, heartbeat_at=now)
 
         await self._retrying(op)
 
@@ -229,7 +217,7 @@ class Repository:
 
         async def op(retry: bool) -> BatchInfo:
             async with self._write() as conn:
-                tally = await _recount(conn, tenant, batch_id)
+                tally = await recount(conn, tenant, batch_id)
                 row = (
                     await conn.execute(
                         update(batches)
@@ -240,7 +228,7 @@ class Repository:
                 ).one_or_none()
             if row is None:
                 raise StorageError(f"batch {batch_id} of tenant {tenant!r} not found")
-            return _batch_info(row, now)
+            return batch_info(row, now, STALE_AFTER)
 
         return await self._retrying(op)
 
@@ -264,7 +252,7 @@ class Repository:
                 if row is None:
                     raise StorageError(f"batch {batch_id} not found for tenant {tenant!r}")
                 if row.status == "complete" or (retry and row.heartbeat_at == now):
-                    return _batch_info(row, now)  # (or reopened by an attempt whose ack was lost)
+                    return batch_info(row, now, STALE_AFTER)  # (or reopened by an attempt whose ack was lost)
                 if row.status == "running":
                     age = (now - (row.heartbeat_at or row.created_at)).total_seconds()
                     if age < stale_after:
@@ -272,8 +260,8 @@ class Repository:
                             f"batch {batch_id} is still running (heartbeat {max(age, 0):.0f}s ago); "
                             "wait for it or stop it first"
                         )
-                await _requeue(conn, tenant, batch_id, now, cancelled=True)
-                tally = await _recount(conn, tenant, batch_id)
+                await requeue(conn, tenant, batch_id, now, cancelled=True)
+                tally = await recount(conn, tenant, batch_id)
                 reopened = (
                     await conn.execute(
                         update(batches)
@@ -292,7 +280,7 @@ class Repository:
                     raise TransientStorageError(
                         f"batch {batch_id} changed while it was reopened; trying again"
                     )
-                return _batch_info(reopened, now)
+                return batch_info(reopened, now, STALE_AFTER)
 
         return await self._retrying(op)
 
@@ -306,7 +294,7 @@ class Repository:
 
         async def op(retry: bool) -> int:
             async with self._write() as conn:
-                return await _requeue(conn, tenant, batch_id, now, cancelled=False)
+                return await requeue(conn, tenant, batch_id, now, cancelled=False)
 
         return await self._retrying(op)
 
@@ -316,7 +304,7 @@ class Repository:
         async def op(retry: bool) -> BatchInfo | None:
             async with self._read() as conn:
                 row = (await conn.execute(stmt)).one_or_none()
-            return None if row is None else _batch_info(row, utcnow())
+            return None if row is None else batch_info(row, utcnow(), STALE_AFTER)
 
         return await self._retrying(op)
 
@@ -328,7 +316,7 @@ class Repository:
             async with self._read() as conn:
                 rows = (await conn.execute(stmt)).all()
             now = utcnow()
-            return [_batch_info(row, now) for row in rows]
+            return [batch_info(row, now, STALE_AFTER) for row in rows]
 
         return await self._retrying(op)
 
@@ -357,7 +345,7 @@ class Repository:
 
         async def op(retry: bool) -> list[int | None]:
             async with self._write() as conn:
-                if retry and (done := await _admitted(conn, tenant, batch_id, items, names, now)) is not None:
+                if retry and (done := await admitted(conn, tenant, batch_id, items, names, now)) is not None:
                     return done
                 domain_ids = await self._upsert_domains(conn, tenant, names, now)
                 job_by_domain: dict[int, int] = {}
@@ -368,18 +356,18 @@ class Repository:
                         .returning(jobs.c.id, jobs.c.domain_id)
                     )
                     rows = [
-                        _job_row(tenant, batch_id, target, domain_ids[target.domain], now)
+                        job_row(tenant, batch_id, target, domain_ids[target.domain], now)
                         for target in firsts.values()
                     ]
                     job_by_domain = {row.domain_id: row.id for row in await conn.execute(stmt, rows)}
                 invalid_ids: list[int] = []
                 if invalid:
                     stmt_invalid = insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True)
-                    rows = [_invalid_job_row(tenant, batch_id, item, now) for item in invalid]
+                    rows = [invalid_job_row(tenant, batch_id, item, now) for item in invalid]
                     invalid_ids = list((await conn.execute(stmt_invalid, rows)).scalars())
-                ids = _in_input_order(items, domain_ids, job_by_domain, invalid_ids)
+                ids = in_input_order(items, domain_ids, job_by_domain, invalid_ids)
                 added = sum(job_id is not None for job_id in ids)
-                await _bump_batch(
+                await bump_batch(
                     conn,
                     tenant,
                     batch_id,
@@ -417,7 +405,7 @@ class Repository:
 
         async def op(retry: bool) -> list[int]:
             async with self._write() as conn:
-                return await _mark_running(conn, tenant, ids, lessee, now, expires, retry=retry)
+                return await lease_queued(conn, tenant, ids, lessee, now, expires, retry=retry)
 
         return await self._retrying(op)
 
@@ -454,7 +442,7 @@ class Repository:
             return 0
         if any(r.job_id is None for r in results):
             raise ValueError("finish_jobs needs results with a job_id (from add_jobs)")
-        outcomes = [_Outcome.from_result(r) for r in results]
+        outcomes = [Outcome.from_result(r) for r in results]
         ids = sorted(set(running))
         lessee = default_owner()
         now = utcnow()
@@ -462,9 +450,9 @@ class Repository:
 
         async def op(retry: bool) -> int:
             async with self._write() as conn:
-                tally = await _finish(conn, tenant, batch_id, outcomes, now, retry=retry, strict=True)
+                tally = await finish(conn, tenant, batch_id, outcomes, now, retry=retry, strict=True)
                 if ids:
-                    await _mark_running(conn, tenant, ids, lessee, now, expires, retry=retry)
+                    await lease_queued(conn, tenant, ids, lessee, now, expires, retry=retry)
             return tally.finished
 
         return await self._retrying(op)
@@ -472,7 +460,7 @@ class Repository:
     async def next_jobs(self, tenant: str, batch_id: int, *, after_id: int, limit: int) -> list[JobInfo]:
         """The batch's queued jobs with an id above ``after_id``, by id, at most ``limit`` (keyset paging)."""
         stmt = (
-            _job_select()
+            job_select()
             .where(
                 jobs.c.tenant == tenant,
                 jobs.c.batch_id == batch_id,
@@ -485,7 +473,7 @@ class Repository:
 
         async def op(retry: bool) -> list[JobInfo]:
             async with self._read() as conn:
-                return [_job_info(row) for row in await conn.execute(stmt)]
+                return [job_info(row) for row in await conn.execute(stmt)]
 
         return await self._retrying(op)
 
@@ -505,14 +493,14 @@ class Repository:
         remaining = limit
         while remaining is None or remaining > 0:
             page_size = PAGE_SIZE if remaining is None else min(PAGE_SIZE, remaining)
-            stmt = _job_select().where(jobs.c.tenant == tenant, jobs.c.id > after)
+            stmt = job_select().where(jobs.c.tenant == tenant, jobs.c.id > after)
             if batch_id is not None:
                 stmt = stmt.where(jobs.c.batch_id == batch_id)
             if status is not None:
                 stmt = stmt.where(jobs.c.status == status)
             rows = await self._retrying(partial(self._page, stmt.order_by(jobs.c.id).limit(page_size)))
             for row in rows:
-                yield _job_info(row)
+                yield job_info(row)
             if len(rows) < page_size:
                 return
             after = rows[-1].id
@@ -553,10 +541,10 @@ class Repository:
                     f"record {number} belongs to tenant {owner!r}, not {tenant!r}; nothing was imported"
                 )
         skipped = 0
-        by_batch: dict[int, list[_Outcome]] = {}
+        by_batch: dict[int, list[Outcome]] = {}
         for record in records:
             try:
-                outcome = _Outcome.from_record(record, adopt=True)
+                outcome = Outcome.from_record(record, adopt=True)
             except (KeyError, TypeError, ValueError):
                 skipped += 1
                 continue
@@ -583,7 +571,7 @@ class Repository:
         async def op(retry: bool) -> DomainInfo | None:
             async with self._read() as conn:
                 row = (await conn.execute(stmt)).one_or_none()
-            return None if row is None else _domain_info(row)
+            return None if row is None else domain_info(row)
 
         return await self._retrying(op)
 
@@ -607,7 +595,7 @@ class Repository:
                 stmt = stmt.where(domains.c.domain > after)
             rows = await self._retrying(partial(self._page, stmt.order_by(domains.c.domain).limit(page_size)))
             for row in rows:
-                yield _domain_info(row)
+                yield domain_info(row)
             if len(rows) < page_size:
                 return
             after = rows[-1].domain
@@ -649,23 +637,23 @@ class Repository:
             return list((await conn.execute(stmt)).all())
 
     async def _import_chunk(
-        self, tenant: str, batch_id: int, outcomes: list[_Outcome], now: datetime, retry: bool
-    ) -> _Tally:
+        self, tenant: str, batch_id: int, outcomes: list[Outcome], now: datetime, retry: bool
+    ) -> Tally:
         async with self._write() as conn:
-            if any(outcome.job_id == _NO_JOB for outcome in outcomes):
-                if not await _has_batch(conn, tenant, batch_id):
-                    return _Tally(missing=len(outcomes))
+            if any(outcome.job_id == NO_JOB for outcome in outcomes):
+                if not await has_batch(conn, tenant, batch_id):
+                    return Tally(missing=len(outcomes))
                 outcomes = await self._adopt(conn, tenant, batch_id, outcomes, now)
-            return await _finish(conn, tenant, batch_id, outcomes, now, retry=retry, strict=False)
+            return await finish(conn, tenant, batch_id, outcomes, now, retry=retry, strict=False)
 
     async def _adopt(
-        self, conn: AsyncConnection, tenant: str, batch_id: int, outcomes: list[_Outcome], now: datetime
-    ) -> list[_Outcome]:
+        self, conn: AsyncConnection, tenant: str, batch_id: int, outcomes: list[Outcome], now: datetime
+    ) -> list[Outcome]:
         """Give the outcomes that have no job (their input was never registered) the batch's job for
         their domain, made now if the batch has none, or for an invalid input the job with its input and
         error; the batch counts the jobs made. Idempotent: a second import finds the jobs it made."""
-        jobless = [outcome for outcome in outcomes if outcome.job_id == _NO_JOB]
-        firsts: dict[str, _Outcome] = {}
+        jobless = [outcome for outcome in outcomes if outcome.job_id == NO_JOB]
+        firsts: dict[str, Outcome] = {}
         for outcome in jobless:
             if outcome.domain is not None:
                 firsts.setdefault(outcome.domain, outcome)
@@ -678,11 +666,9 @@ class Repository:
                 .on_conflict_do_nothing(index_elements=[jobs.c.batch_id, jobs.c.domain_id])
                 .returning(jobs.c.id)
             )
-            rows = [
-                _adopted_job_row(tenant, batch_id, o, domain_ids[name], now) for name, o in firsts.items()
-            ]
+            rows = [adopted_job_row(tenant, batch_id, o, domain_ids[name], now) for name, o in firsts.items()]
             made += len((await conn.execute(stmt, rows)).all())
-            for chunk in _chunked(sorted(domain_ids.values())):
+            for chunk in chunked(sorted(domain_ids.values())):
                 found = select(jobs.c.id, domains.c.domain).join(domains, domains.c.id == jobs.c.domain_id)
                 found = found.where(
                     jobs.c.tenant == tenant, jobs.c.batch_id == batch_id, jobs.c.domain_id.in_(chunk)
@@ -704,14 +690,14 @@ class Repository:
             )
             job_id = (await conn.execute(found_invalid.limit(1))).scalar()
             if job_id is None:
-                row = _adopted_job_row(tenant, batch_id, outcome, None, now)
+                row = adopted_job_row(tenant, batch_id, outcome, None, now)
                 job_id = (await conn.execute(insert(jobs).returning(jobs.c.id), row)).scalar_one()
                 made += 1
             job_of_invalid[key] = job_id
-        await _bump_batch(conn, tenant, batch_id, total=made)
-        adopted: list[_Outcome] = []
+        await bump_batch(conn, tenant, batch_id, total=made)
+        adopted: list[Outcome] = []
         for outcome in outcomes:
-            if outcome.job_id != _NO_JOB:
+            if outcome.job_id != NO_JOB:
                 adopted.append(outcome)
                 continue
             if outcome.domain is not None:
@@ -762,771 +748,3 @@ def _log_retry(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome is not None else None
     wait = state.upcoming_sleep
     _log.warning("%s; trying again in %.1fs (attempt %d)", error, wait, state.attempt_number + 1)
-
-
-# --- storing outcomes ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """One job's outcome, taken from its output record (finish_jobs and import_records alike)."""
-
-    job_id: int
-    batch_id: int | None
-    domain: str | None
-    status: str  # the job's: succeeded | failed | cancelled
-    error_kind: str | None
-    error: str | None
-    elapsed_ms: int | None
-    scanned_at: datetime
-    http_status: int | None
-    url: str | None
-    title: str | None
-    record: dict[str, Any]
-    sitemap_files: tuple[_SitemapFileRow, ...] | None = None  # None: sitemaps were not scanned
-    urls: Sequence[UrlEntry] | None = None  # None: page URLs were not kept (only results have them)
-
-    @classmethod
-    def from_result(cls, result: ScanResult) -> _Outcome:
-        outcome = cls.from_record(result.to_record())
-        if result.sitemap is not None and result.sitemap.urls is not None:
-            return dataclasses.replace(outcome, urls=result.sitemap.urls)
-        return outcome
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any], *, adopt: bool = False) -> _Outcome:
-        """Raises KeyError, TypeError or ValueError for anything that is not an output record, or for
-        a record without a job id unless `adopt` (its job_id is then _NO_JOB, until it gets one)."""
-        kind = _optional(record, "error_kind", str)
-        if kind is not None:
-            kind = ErrorKind(kind).value
-        status = "succeeded" if kind is None else "cancelled" if kind == ErrorKind.CANCELLED else "failed"
-        job_id = _optional(record, "job_id", int)
-        if job_id is None:
-            if not adopt or not isinstance(record.get("input"), str):
-                raise ValueError("a record without a job")
-            job_id = _NO_JOB
-        return cls(
-            job_id=job_id,
-            batch_id=_optional(record, "batch_id", int),
-            domain=_optional(record, "domain", str),
-            status=status,
-            error_kind=kind,
-            error=_optional(record, "error", str),
-            elapsed_ms=_optional(record, "elapsed_ms", int),
-            scanned_at=parse_iso(record["scanned_at"]),
-            http_status=_optional(record, "http_status", int),
-            url=_optional(record, "url", str),
-            title=_optional(record, "title", str),
-            record=dict(record),
-            sitemap_files=_sitemap_files(record),
-        )
-
-    def finish_params(self, old_status: str, now: datetime) -> dict[str, Any]:
-        return {
-            "p_job_id": self.job_id,
-            "p_old_status": old_status,
-            "p_status": self.status,
-            "p_finished_at": now,
-            "p_elapsed_ms": self.elapsed_ms,
-            "p_error_kind": self.error_kind,
-            "p_error": self.error,
-            "p_record": self.record,
-        }
-
-    def domain_params(self, domain_id: int) -> dict[str, Any]:
-        return {
-            "p_domain_id": domain_id,
-            "p_scanned_at": self.scanned_at,
-            "p_job_id": self.job_id,
-            "p_status": "ok" if self.error_kind is None else "error",
-            "p_error_kind": self.error_kind,
-            "p_http_status": self.http_status,
-            "p_url": self.url,
-            "p_title": self.title,
-            "p_record": self.record,
-        }
-
-
-def _adopted_job_row(
-    tenant: str, batch_id: int, outcome: _Outcome, domain_id: int | None, now: datetime
-) -> dict[str, Any]:
-    """A job made on import for an input the scan could not register (queued: _finish gives it its
-    outcome in the same transaction). Its line and source were not recorded."""
-    return {
-        "tenant": tenant,
-        "batch_id": batch_id,
-        "domain_id": domain_id,
-        "input": outcome.record["input"],
-        "status": "queued",
-        "created_at": now,
-    }
-
-
-async def _has_batch(conn: AsyncConnection, tenant: str, batch_id: int) -> bool:
-    stmt = select(batches.c.id).where(batches.c.tenant == tenant, batches.c.id == batch_id)
-    return (await conn.execute(stmt)).first() is not None
-
-
-@dataclass(frozen=True, slots=True)
-class _SitemapFileRow:
-    """One entry of a record's ``sitemap_files``, as the sitemap_files table stores it."""
-
-    url: str
-    kind: str | None
-    found_by: str | None
-    url_count: int
-    newest_lastmod: datetime | None
-    oldest_lastmod: datetime | None
-    http_status: int | None
-    error: str | None
-    capped: bool
-
-
-def _sitemap_files(record: Mapping[str, Any]) -> tuple[_SitemapFileRow, ...] | None:
-    """A record's ``sitemap_files`` (None when it has none); TypeError when they are not what a scan
-    writes."""
-    files = record.get("sitemap_files")
-    if files is None:
-        return None
-    if not isinstance(files, list):
-        raise TypeError("sitemap_files is not a list")
-    rows = []
-    for file in files:
-        if not isinstance(file, Mapping) or not isinstance(file.get("url"), str):
-            raise TypeError("a sitemap_files entry without a url")
-        newest, oldest = _optional(file, "newest_lastmod", str), _optional(file, "oldest_lastmod", str)
-        rows.append(
-            _SitemapFileRow(
-                url=file["url"],
-                kind=_short(_optional(file, "kind", str)),
-                found_by=_short(_optional(file, "found_by", str)),
-                url_count=_optional(file, "url_count", int) or 0,
-                newest_lastmod=None if newest is None else parse_w3c_datetime(newest),
-                oldest_lastmod=None if oldest is None else parse_w3c_datetime(oldest),
-                http_status=_optional(file, "http_status", int),
-                error=_optional(file, "error", str),
-                capped=file.get("capped") is True,
-            )
-        )
-    return tuple(rows)
-
-
-def _short(value: str | None) -> str | None:
-    return None if value is None else value[:16]
-
-
-def _storable(url: str) -> bool:
-    """Whether a URL fits the sitemap tables (see MAX_STORED_URL; PostgreSQL refuses NUL in text)."""
-    return "\x00" not in url and len(url.encode("utf-8", "surrogatepass")) <= MAX_STORED_URL
-
-
-def _optional(record: Mapping[str, Any], key: str, kind: type[_T]) -> _T | None:
-    value = record.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise TypeError(f"{key} is a {type(value).__name__}, not a {kind.__name__}")
-    return value
-
-
-@dataclass(slots=True)
-class _Tally:
-    finished: int = 0  # jobs this call gave their outcome
-    already: int = 0  # jobs that had theirs (or a result named one twice)
-    missing: int = 0  # results whose job is not in the batch (import_records skips those)
-
-
-async def _finish(
-    conn: AsyncConnection,
-    tenant: str,
-    batch_id: int,
-    outcomes: Sequence[_Outcome],
-    now: datetime,
-    *,
-    retry: bool,
-    strict: bool,
-) -> _Tally:
-    """Give jobs of one batch their outcome; see finish_jobs. ``strict``: a missing job is an error.
-
-    Reads the jobs first (without locking them: domains are locked before jobs), then updates each
-    domain and job; a job is updated only if its status is still the one read, and the batch's counters
-    move by what the changed jobs left and entered. A job that changed in between (another process
-    finishing it, say) aborts the transaction as transient, and the retry reads again.
-    """
-    tally = _Tally()
-    ids = sorted({outcome.job_id for outcome in outcomes})
-    current: dict[int, Any] = {}
-    for chunk in _chunked(ids):
-        stmt = (
-            select(
-                jobs.c.id,
-                jobs.c.status,
-                jobs.c.error_kind,
-                jobs.c.domain_id,
-                jobs.c.finished_at,
-                domains.c.domain,
-            )
-            .select_from(jobs.outerjoin(domains, domains.c.id == jobs.c.domain_id))
-            .where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id, jobs.c.id.in_(chunk))
-        )
-        current.update((row.id, row) for row in await conn.execute(stmt))
-    by_job: dict[int, _Outcome] = {}
-    for outcome in outcomes:
-        row = current.get(outcome.job_id)
-        # (A spool from another database may name job ids that exist here, for other domains.)
-        if row is None or (not strict and row.domain != outcome.domain):
-            tally.missing += 1
-        elif outcome.job_id in by_job:
-            tally.already += 1
-        else:
-            by_job[outcome.job_id] = outcome
-    if strict and tally.missing:
-        raise StorageError(
-            f"{tally.missing} of {len(outcomes)} results name jobs that are not in batch {batch_id} "
-            f"of tenant {tenant!r}; nothing was stored"
-        )
-    changes: list[tuple[_Outcome, Any]] = []
-    for job_id, outcome in sorted(by_job.items()):
-        row = current[job_id]
-        if row.status not in _TERMINAL:
-            changes.append((outcome, row))
-        elif retry and row.finished_at == now:  # finished by an attempt whose acknowledgement was lost
-            tally.finished += 1
-        else:
-            tally.already += 1
-    if not changes:
-        if strict:
-            await _bump_batch(conn, tenant, batch_id, heartbeat_at=now)
-        return tally
-    # A stopped scan says nothing about the site: it must not replace what the last real scan found.
-    scanned = sorted(
-        ((o, row) for o, row in changes if row.domain_id is not None and o.status != "cancelled"),
-        key=lambda change: str(change[1].domain),
-    )
-    finish_job, scan_domain = _STATEMENTS[conn.dialect.name]
-    if scanned:  # domains, then their sitemap rows, before jobs (see the module docstring)
-        params = [o.domain_params(row.domain_id) for o, row in scanned]
-        await scan_domain.run(conn, params, domains.c.tenant == tenant)
-        await _store_sitemaps(conn, tenant, scanned)
-    finished = await finish_job.run(
-        conn,
-        [o.finish_params(row.status, now) for o, row in changes],
-        jobs.c.tenant == tenant,
-        jobs.c.batch_id == batch_id,
-    )
-    if finished != len(changes):  # raising rolls the domain updates back too
-        raise TransientStorageError(
-            f"jobs of batch {batch_id} changed while their results were stored; trying again"
-        )
-    moves: Counter[str | None] = Counter()
-    for outcome, row in changes:
-        moves[_counter_of(row.status, row.error_kind)] -= 1
-        moves[_counter_of(outcome.status, outcome.error_kind)] += 1
-    moves.pop(None, None)
-    await _bump_batch(
-        conn,
-        tenant,
-        batch_id,
-        heartbeat_at=now if strict else None,
-        **{str(name): n for name, n in moves.items() if n},
-    )
-    tally.finished += len(changes)
-    return tally
-
-
-async def _mark_running(
-    conn: AsyncConnection,
-    tenant: str,
-    ids: Sequence[int],
-    lessee: str,
-    now: datetime,
-    expires: datetime,
-    *,
-    retry: bool,
-) -> list[int]:
-    """Lease the queued ones of `ids` to `lessee`; see Repository.mark_running."""
-    moved: dict[int, int] = {}
-    for chunk in _chunked(ids):
-        stmt = (
-            update(jobs)
-            .where(jobs.c.tenant == tenant, jobs.c.status == "queued", jobs.c.id.in_(chunk))
-            .values(status="running", started_at=now, lease_owner=lessee, lease_expires_at=expires)
-            .returning(jobs.c.id, jobs.c.batch_id)
-        )
-        moved.update((row.id, row.batch_id) for row in await conn.execute(stmt))
-        if retry:  # the ones an attempt whose acknowledgement was lost already moved
-            mine = select(jobs.c.id, jobs.c.batch_id).where(
-                jobs.c.tenant == tenant,
-                jobs.c.id.in_(chunk),
-                jobs.c.status == "running",
-                jobs.c.lease_owner == lessee,
-                jobs.c.started_at == now,
-            )
-            moved.update((row.id, row.batch_id) for row in await conn.execute(mine))
-    for batch_id in sorted(set(moved.values())):
-        await _bump_batch(conn, tenant, batch_id, heartbeat_at=now)
-    return sorted(moved)
-
-
-async def _store_sitemaps(
-    conn: AsyncConnection, tenant: str, scanned: Sequence[tuple[_Outcome, Any]]
-) -> None:
-    """Make the sitemap rows of the scanned domains what their scans found: a bulk upsert of the files
-    (and of the page URLs, when kept), then a bulk delete of the rows the scan no longer found.
-
-    Only for domains whose latest facts are now this scan's (the domain rows are locked by this
-    transaction already, so that read is stable): an older scan finishing late changes nothing.
-    `scanned` is sorted by domain name, and rows go in URL order within a domain: the lock order.
-    """
-    candidates = [(o, row) for o, row in scanned if o.sitemap_files is not None]
-    if not candidates:
-        return
-    latest: dict[int, datetime | None] = {}
-    for chunk in _chunked(sorted({row.domain_id for _, row in candidates})):
-        stmt = select(domains.c.id, domains.c.last_scanned_at).where(
-            domains.c.tenant == tenant, domains.c.id.in_(chunk)
-        )
-        latest.update((row.id, row.last_scanned_at) for row in await conn.execute(stmt))
-    files: list[dict[str, Any]] = []
-    urls: list[dict[str, Any]] = []
-    swept_files: list[dict[str, Any]] = []
-    swept_urls: list[dict[str, Any]] = []
-    for outcome, row in candidates:
-        if latest.get(row.domain_id) != outcome.scanned_at:
-            continue
-        base = {"tenant": tenant, "domain_id": row.domain_id, "scanned_at": outcome.scanned_at}
-        sweep = {"p_domain_id": row.domain_id, "p_scanned_at": outcome.scanned_at}
-        swept_files.append(sweep)
-        by_url = {f.url: f for f in outcome.sitemap_files or () if _storable(f.url)}
-        for url in sorted(by_url):
-            f = by_url[url]
-            files.append(
-                base
-                | {
-                    "url": url,
-                    "kind": f.kind,
-                    "found_by": f.found_by,
-                    "url_count": f.url_count,
-                    "newest_lastmod": f.newest_lastmod,
-                    "oldest_lastmod": f.oldest_lastmod,
-                    "http_status": f.http_status,
-                    "error": f.error,
-                    "capped": f.capped,
-                }
-            )
-        if outcome.urls is not None:
-            swept_urls.append(sweep)
-            by_loc = {e.loc: e for e in outcome.urls if _storable(e.loc)}
-            for loc in sorted(by_loc):
-                entry = by_loc[loc]
-                changefreq = entry.changefreq
-                urls.append(
-                    base
-                    | {
-                        "loc": loc,
-                        "lastmod": None if entry.lastmod is None else parse_w3c_datetime(entry.lastmod),
-                        "changefreq": changefreq if changefreq in _CHANGEFREQS else None,
-                        "priority": entry.priority,
-                    }
-                )
-    if files:
-        await conn.execute(_upsert(conn, sitemap_files, "url"), files)
-    if swept_files:
-        await conn.execute(_sweep(sitemap_files, tenant), swept_files)
-    if urls:
-        await conn.execute(_upsert(conn, sitemap_urls, "loc"), urls)
-    if swept_urls:
-        await conn.execute(_sweep(sitemap_urls, tenant), swept_urls)
-
-
-def _upsert(conn: AsyncConnection, table: Table, key: str) -> Any:
-    """INSERT, or UPDATE every column of the row already there for (tenant, domain_id, `key`)."""
-    stmt = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-    keys = [table.c.tenant, table.c.domain_id, table.c[key]]
-    updated = {c.name: stmt.excluded[c.name] for c in table.c if c.name != "id" and c not in keys}
-    return stmt.on_conflict_do_update(index_elements=keys, set_=updated)
-
-
-def _sweep(table: Table, tenant: str) -> Any:
-    """DELETE one domain's rows that an older scan wrote (executemany: p_domain_id, p_scanned_at)."""
-    return delete(table).where(
-        table.c.tenant == tenant,
-        table.c.domain_id == bindparam("p_domain_id"),
-        table.c.scanned_at < bindparam("p_scanned_at", type_=UTCDateTime()),
-    )
-
-
-def _counter_of(status: str, error_kind: str | None) -> str | None:
-    """The batch counter a job in this state counts in (None: not finished)."""
-    if status == "succeeded":
-        return "ok"
-    if error_kind == ErrorKind.INVALID_DOMAIN:
-        return "invalid"
-    if status in ("failed", "cancelled"):
-        return "failed"
-    return None
-
-
-# The two statements of _finish, each written once over a source of per-row values (its `value(name)`):
-# the parameters of an executemany (SQLite: row by row, in-process, cheap), or the columns of one JSON
-# array of rows unpacked by the server (PostgreSQL: the whole flush in one statement). Row by row cost
-# PostgreSQL a parse and a plan per row, since prepared statements are off for the poolers: a third of
-# its CPU for a scan's writes (1.9 s against 1.3 s per 2000 results on the bench farm), and the client
-# a round of parameter processing per row. Parameters are prefixed "p_" because SQLAlchemy reserves
-# the column names for the SET clause.
-_FINISH_COLUMNS: dict[str, Any] = {
-    "p_job_id": jobs.c.id.type,
-    "p_old_status": jobs.c.status.type,
-    "p_status": jobs.c.status.type,
-    "p_finished_at": jobs.c.finished_at.type,
-    "p_elapsed_ms": jobs.c.elapsed_ms.type,
-    "p_error_kind": jobs.c.error_kind.type,
-    "p_error": jobs.c.error.type,
-    "p_record": jobs.c.result.type,
-}
-_SCAN_COLUMNS: dict[str, Any] = {
-    "p_domain_id": domains.c.id.type,
-    "p_scanned_at": domains.c.last_scanned_at.type,
-    "p_job_id": domains.c.last_job_id.type,
-    "p_status": domains.c.status.type,
-    "p_error_kind": domains.c.error_kind.type,
-    "p_http_status": domains.c.http_status.type,
-    "p_url": domains.c.url.type,
-    "p_title": domains.c.title.type,
-    "p_record": domains.c.record.type,
-}
-
-
-def _finish_job(value: Callable[[str], Any]) -> Update:
-    """A job gets its outcome, if its status is still the one read (compare-and-set)."""
-    return (
-        update(jobs)
-        .where(jobs.c.id == value("p_job_id"), jobs.c.status == value("p_old_status"))
-        .values(
-            status=value("p_status"),
-            finished_at=value("p_finished_at"),
-            elapsed_ms=value("p_elapsed_ms"),
-            error_kind=value("p_error_kind"),
-            error=value("p_error"),
-            result=value("p_record"),
-            lease_owner=None,
-            lease_expires_at=None,
-        )
-    )
-
-
-def _scan_domain(value: Callable[[str], Any]) -> Update:
-    """One write per scanned domain: the scan counted, and its facts kept when they are the newest.
-    (Two updates of the same row, a count and then the facts, cost PostgreSQL a row version each.)"""
-    # This scan is the domain's newest (scans can finish out of order: an older one must not win).
-    newest = or_(domains.c.last_scanned_at.is_(None), domains.c.last_scanned_at <= value("p_scanned_at"))
-
-    def if_newest(column: Any, name: str) -> Any:
-        return case((newest, value(name)), else_=column)
-
-    return (
-        update(domains)
-        .where(domains.c.id == value("p_domain_id"))
-        .values(
-            scans=domains.c.scans + 1,
-            last_scanned_at=if_newest(domains.c.last_scanned_at, "p_scanned_at"),
-            last_job_id=if_newest(domains.c.last_job_id, "p_job_id"),
-            status=if_newest(domains.c.status, "p_status"),
-            error_kind=if_newest(domains.c.error_kind, "p_error_kind"),
-            http_status=if_newest(domains.c.http_status, "p_http_status"),
-            url=if_newest(domains.c.url, "p_url"),
-            title=if_newest(domains.c.title, "p_title"),
-            record=if_newest(domains.c.record, "p_record"),
-        )
-    )
-
-
-def _bound(columns: Mapping[str, Any]) -> Callable[[str], Any]:
-    """Values from an executemany's parameters."""
-    return lambda name: bindparam(name, type_=columns[name])
-
-
-def _unpacked(
-    build: Callable[[Callable[[str], Any]], Update], columns: Mapping[str, Any], table: Table
-) -> Update:
-    """`build` over the rows of the JSON array bound as ``p_rows``, unpacked by PostgreSQL.
-
-    The rows' ids are bound again as ``p_ids`` and the update limited to them: whatever plan the
-    statistics suggest (a hash join over the tenant's whole table looks cheap while they are stale),
-    the primary key is then what finds the rows, and a flush reads no more than its own.
-    """
-    rows = (
-        func.jsonb_to_recordset(bindparam("p_rows", type_=postgresql.JSONB))
-        .table_valued(*(column(name, kind) for name, kind in columns.items()))
-        .render_derived("v", with_types=True)
-    )
-    ids = bindparam("p_ids", type_=postgresql.ARRAY(table.c.id.type))
-    return build(lambda name: rows.c[name]).where(table.c.id == any_(ids))
-
-
-@dataclass(frozen=True)
-class _RowWrite:
-    """One of _finish's two statements, and how its rows reach it."""
-
-    statement: Update
-    key: str  # the parameter that names each row's id
-    unpacked: bool  # the rows as one JSON array (p_rows, with p_ids), else an executemany
-
-    async def run(self, conn: AsyncConnection, rows: list[dict[str, Any]], *where: Any) -> int:
-        """Write `rows` (limited by `where`); returns how many rows changed."""
-        stmt = self.statement.where(*where)
-        if self.unpacked:
-            params = {"p_rows": rows, "p_ids": [row[self.key] for row in rows]}
-            return int((await conn.execute(stmt, params)).rowcount)
-        return int((await conn.execute(stmt, rows)).rowcount)
-
-
-# Per dialect: (finish the jobs, count the scans on their domains).
-_STATEMENTS = {
-    "sqlite": (
-        _RowWrite(_finish_job(_bound(_FINISH_COLUMNS)), "p_job_id", unpacked=False),
-        _RowWrite(_scan_domain(_bound(_SCAN_COLUMNS)), "p_domain_id", unpacked=False),
-    ),
-    "postgresql": (
-        _RowWrite(_unpacked(_finish_job, _FINISH_COLUMNS, jobs), "p_job_id", unpacked=True),
-        _RowWrite(_unpacked(_scan_domain, _SCAN_COLUMNS, domains), "p_domain_id", unpacked=True),
-    ),
-}
-
-
-# --- jobs and batches ----------------------------------------------------------------------------------
-
-
-def _job_row(
-    tenant: str, batch_id: int, item: Target | InvalidInput, domain_id: int | None, now: datetime
-) -> dict[str, Any]:
-    return {
-        "tenant": tenant,
-        "batch_id": batch_id,
-        "domain_id": domain_id,
-        "input": item.input,
-        "line": item.line,
-        "source": item.source,
-        "status": "queued",
-        "created_at": now,
-    }
-
-
-def _invalid_job_row(tenant: str, batch_id: int, item: InvalidInput, now: datetime) -> dict[str, Any]:
-    """An invalid input's job, finished as it is made (the same error as its output record)."""
-    where = f"line {item.line}: " if item.line is not None else ""
-    return _job_row(tenant, batch_id, item, None, now) | {
-        "status": "failed",
-        "error_kind": ErrorKind.INVALID_DOMAIN.value,
-        "error": f"{where}{item.reason}",
-        "finished_at": now,
-    }
-
-
-async def _admitted(
-    conn: AsyncConnection,
-    tenant: str,
-    batch_id: int,
-    items: Sequence[Target | InvalidInput],
-    names: list[str],
-    now: datetime,
-) -> list[int | None] | None:
-    """add_jobs' answer if an earlier attempt of this call committed (its jobs carry ``now``), else None."""
-    stmt = (
-        select(jobs.c.id, jobs.c.domain_id)
-        .where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id, jobs.c.created_at == now)
-        .order_by(jobs.c.id)
-    )
-    rows = (await conn.execute(stmt)).all()
-    if not rows:  # every item a duplicate: then only the batch's heartbeat tells
-        beat = select(batches.c.heartbeat_at).where(batches.c.tenant == tenant, batches.c.id == batch_id)
-        if (await conn.execute(beat)).scalar() != now:
-            return None
-    domain_ids: dict[str, int] = {}
-    for chunk in _chunked(names):
-        known = select(domains.c.domain, domains.c.id).where(
-            domains.c.tenant == tenant, domains.c.domain.in_(chunk)
-        )
-        domain_ids.update((row.domain, row.id) for row in await conn.execute(known))
-    job_by_domain = {row.domain_id: row.id for row in rows if row.domain_id is not None}
-    invalid_ids = [row.id for row in rows if row.domain_id is None]
-    return _in_input_order(items, domain_ids, job_by_domain, invalid_ids)
-
-
-def _in_input_order(
-    items: Sequence[Target | InvalidInput],
-    domain_ids: dict[str, int],
-    job_by_domain: dict[int, int],
-    invalid_ids: list[int],
-) -> list[int | None]:
-    """Per item: its new job id; None for a domain's later occurrences and for domains already queued."""
-    invalid = iter(invalid_ids)
-    seen: set[str] = set()
-    ids: list[int | None] = []
-    for item in items:
-        if isinstance(item, InvalidInput):
-            ids.append(next(invalid, None))
-        elif item.domain in seen or item.domain not in domain_ids:
-            ids.append(None)
-        else:
-            seen.add(item.domain)
-            ids.append(job_by_domain.get(domain_ids[item.domain]))
-    return ids
-
-
-async def _requeue(
-    conn: AsyncConnection, tenant: str, batch_id: int, now: datetime, *, cancelled: bool
-) -> int:
-    """Queue again the batch's running jobs without a live lease (and, with ``cancelled``, its cancelled
-    jobs), forgetting their start, lease and cancelled outcome; returns how many."""
-    takeable = and_(
-        jobs.c.status == "running",
-        or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at < now),
-    )
-    if cancelled:
-        takeable = or_(jobs.c.status == "cancelled", takeable)
-    stmt = (
-        update(jobs)
-        .where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id, takeable)
-        .values(
-            status="queued",
-            started_at=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            finished_at=None,
-            elapsed_ms=None,
-            error_kind=None,
-            error=None,
-            result=None,
-        )
-    )
-    return int((await conn.execute(stmt)).rowcount)
-
-
-async def _recount(conn: AsyncConnection, tenant: str, batch_id: int) -> dict[str, int]:
-    """The batch's total/ok/failed/invalid from its jobs (cancelled ones count as failed)."""
-    counts = await conn.execute(
-        select(jobs.c.status, jobs.c.error_kind, func.count())
-        .where(jobs.c.tenant == tenant, jobs.c.batch_id == batch_id)
-        .group_by(jobs.c.status, jobs.c.error_kind)
-    )
-    tally = {"total": 0, "ok": 0, "failed": 0, "invalid": 0}
-    for job_status, error_kind, n in counts:
-        tally["total"] += n
-        if (counter := _counter_of(job_status, error_kind)) is not None:
-            tally[counter] += n
-    return tally
-
-
-async def _bump_batch(
-    conn: AsyncConnection,
-    tenant: str,
-    batch_id: int,
-    *,
-    heartbeat_at: datetime | None = None,
-    **increments: int,
-) -> None:
-    """Add to the batch's counters and set its heartbeat; the batch row is locked last (see the module
-    docstring). Raises StorageError if the tenant has no such batch."""
-    values: dict[Any, Any] = {batches.c[name]: batches.c[name] + n for name, n in increments.items() if n}
-    if heartbeat_at is not None:
-        values[batches.c.heartbeat_at] = heartbeat_at
-    if not values:
-        return
-    stmt = update(batches).where(batches.c.tenant == tenant, batches.c.id == batch_id).values(values)
-    if (await conn.execute(stmt)).rowcount != 1:
-        raise StorageError(f"batch {batch_id} of tenant {tenant!r} not found")
-
-
-def _chunked(values: Sequence[_T]) -> list[Sequence[_T]]:
-    return [values[start : start + _IDS_PER_STATEMENT] for start in range(0, len(values), _IDS_PER_STATEMENT)]
-
-
-# --- rows to dataclasses -------------------------------------------------------------------------------
-
-
-def _job_select() -> Select[Any]:
-    return select(
-        jobs.c.id,
-        jobs.c.tenant,
-        jobs.c.batch_id,
-        domains.c.domain,
-        jobs.c.input,
-        jobs.c.line,
-        jobs.c.source,
-        jobs.c.status,
-        jobs.c.error_kind,
-        jobs.c.error,
-        jobs.c.created_at,
-        jobs.c.started_at,
-        jobs.c.finished_at,
-        jobs.c.elapsed_ms,
-    ).select_from(
-        jobs.outerjoin(domains, and_(domains.c.id == jobs.c.domain_id, domains.c.tenant == jobs.c.tenant))
-    )
-
-
-def _job_info(row: Row[Any]) -> JobInfo:
-    return JobInfo(
-        id=row.id,
-        tenant=row.tenant,
-        batch_id=row.batch_id,
-        domain=row.domain,
-        input=row.input,
-        line=row.line,
-        source=row.source,
-        status=row.status,
-        error_kind=row.error_kind,
-        error=row.error,
-        created_at=to_iso(row.created_at),
-        started_at=_iso(row.started_at),
-        finished_at=_iso(row.finished_at),
-        elapsed_ms=row.elapsed_ms,
-    )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else to_iso(value)
-
-
-def _batch_info(row: Row[Any], now: datetime) -> BatchInfo:
-    last_sign = row.heartbeat_at or row.created_at  # batches from before migration 0002 have no heartbeat
-    return BatchInfo(
-        id=row.id,
-        tenant=row.tenant,
-        status=row.status,
-        source=row.source,
-        options=dict(row.options),
-        total=row.total,
-        ok=row.ok,
-        failed=row.failed,
-        invalid=row.invalid,
-        duplicates=row.duplicates,
-        created_at=to_iso(row.created_at),
-        finished_at=_iso(row.finished_at),
-        heartbeat_at=_iso(row.heartbeat_at),
-        stale=row.status == "running" and (now - last_sign).total_seconds() > STALE_AFTER,
-    )
-
-
-def _domain_info(row: Row[Any]) -> DomainInfo:
-    return DomainInfo(
-        domain=row.domain,
-        tenant=row.tenant,
-        status=row.status,
-        error_kind=row.error_kind,
-        http_status=row.http_status,
-        title=row.title,
-        url=row.url,
-        first_seen_at=to_iso(row.first_seen_at),
-        last_scanned_at=_iso(row.last_scanned_at),
-        scans=row.scans,
-        record=_in_record_order(row.record or {}),
-    )
-
-
-def _in_record_order(record: dict[str, Any]) -> dict[str, Any]:
-    """JSONB keeps keys in its own order; give the record back in the output's field order."""
-    ordered = {name: record[name] for name in (*RECORD_FIELDS, *SITEMAP_FIELDS) if name in record}
-    return ordered | record
