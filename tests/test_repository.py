@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from domainscan.config import DEFAULT_DB_POOL_SIZE
-from domainscan.db import HEAD, Repository, open_repository, redact, upgrade_database
+from domainscan.db import HEAD, Repository, open_repository, outcomes, redact, upgrade_database
 from domainscan.db import engine as engine_module
 from domainscan.db import repository as repository_module
 from domainscan.db.engine import create_engine
@@ -1539,9 +1539,7 @@ async def test_postgresql_writes_a_flush_in_one_statement_per_table(
     if not database_url.startswith("postgresql"):
         pytest.skip("PostgreSQL only")
     if row_by_row:
-        monkeypatch.setitem(
-            repository_module._STATEMENTS, "postgresql", repository_module._STATEMENTS["sqlite"]
-        )
+        monkeypatch.setitem(outcomes.STATEMENTS, "postgresql", outcomes.STATEMENTS["sqlite"])
     batch_id = await repo.start_batch(tenant, "domains.txt", {})
     names = [f"d{n}.com" for n in range(20)]
     ids = new_jobs(await repo.add_jobs(tenant, batch_id, [target(name) for name in names]))

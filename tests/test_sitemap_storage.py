@@ -16,7 +16,7 @@ from sqlalchemy import insert, select
 
 from domainscan.db import Repository, open_repository, upgrade_database
 from domainscan.db.engine import create_engine
-from domainscan.db.repository import MAX_STORED_URL
+from domainscan.db.outcomes import MAX_STORED_URL
 from domainscan.db.tables import domains, sitemap_files, sitemap_urls
 from domainscan.models import (
     SITEMAP_FIELDS,

@@ -79,9 +79,7 @@ from domainscan.db.jobs import (
 )
 from domainscan.db.migrate import HEAD, check_schema, current_revision, upgrade
 from domainscan.db.outcomes import (
-    MAX_STORED_URL,  # noqa: F401 - the tests import it from here
     NO_JOB,
-    STATEMENTS,
     Outcome,
     Tally,
     adopted_job_row,
@@ -102,7 +100,6 @@ RETRY_MAX_WAIT = 5.0  # ...up to this
 RETRY_JITTER = 0.5  # plus up to this much at random, so that many clients do not reconnect in step
 IMPORT_CHUNK = 500  # spooled records stored per transaction
 _OWNER_LENGTH = 128
-_STATEMENTS = STATEMENTS  # the same dict, by the name under which the tests patch it here
 
 _log = logging.getLogger("domainscan.db")
 _T = TypeVar("_T")
