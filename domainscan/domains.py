@@ -2,9 +2,9 @@
 
 The normalized domain is the storage key, so two spellings of one site must give the same key:
 ``https://WWW.Example.com/about`` and ``example.com.`` both become ``example.com``. Anything that is not a
-public web site (an IP address, a single label such as ``localhost``, a bare public suffix such as
-``co.uk``) is rejected here with a one-line reason, before any network I/O, so that it becomes an
-``invalid_domain`` record instead of a confusing DNS or connect error.
+public web site (an IP address, a single label such as ``localhost``, a bare public suffix of the
+list's ICANN section such as ``co.uk``) is rejected here with a one-line reason, before any network
+I/O, so that it becomes an ``invalid_domain`` record instead of a confusing DNS or connect error.
 
 Choices worth knowing:
 
