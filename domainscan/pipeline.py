@@ -2,7 +2,8 @@
 
 With storage, four kinds of task share one event loop:
 
-- the *registrar* reads the inputs (a stream, never held whole) and stores them as the batch's queued
+- the *registrar* reads the inputs (a stream, never held whole, read on a thread by
+  :mod:`domainscan.intake` so that a stalled pipe blocks nothing) and stores them as the batch's queued
   jobs, a chunk per short transaction; the database drops duplicates. It runs ahead of the scanning, so
   an interrupted batch has its inputs stored and `--resume` never re-reads a file that may have changed.
   It hands what it stored to the feeder in memory (:mod:`domainscan.handoff`), up to HANDOFF_LIMIT
@@ -286,8 +287,11 @@ class Pipeline:
 
     async def _feed(self, queue: Work, report: BatchReport, handoff: Handoff) -> None:
         """Hand the batch's jobs to the workers, oldest first: those the registrar hands over, then,
-        once it ran further ahead than the handoff holds, those stored after them."""
+        once it ran further ahead than the handoff holds, those stored after them. When reading them
+        back fails for good, what the registrar still hands over (inputs it could not store either)
+        is scanned before the error stands."""
         after = 0
+        failure: StorageError | None = None
         while True:
             handoff.watch()
             closed = handoff.closed
@@ -296,12 +300,19 @@ class Pipeline:
                     after = job_id or after
                     await queue.put((target, job_id))
                 continue
-            if handoff.spilled and (jobs := await self._queued_jobs(report, after)):
+            if handoff.spilled and failure is None:
+                try:
+                    jobs = await self._queued_jobs(report, after)
+                except StorageError as exc:
+                    failure, jobs = exc, []
                 for job in jobs:
                     after = job.id
                     await self._hand_out(queue, job)
-                continue
+                if jobs:
+                    continue
             if closed:
+                if failure is not None:
+                    raise failure
                 return
             await handoff.changed()
 

@@ -413,3 +413,31 @@ async def test_the_feeder_waits_out_a_database_that_is_away(
             assert isinstance(report.storage_error, StorageError)
             assert report.status == "interrupted"
             assert counts["queued"] == sum(counts.values()) - len(fetcher.fetched) > 0
+
+
+async def test_a_database_gone_for_good_loses_no_input_it_could_not_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Everything spilled (the feeder reads every job back), registration fails after two chunks, and
+    reading back never works again: the registered jobs stay queued for --resume, and every input the
+    registrar read after that is still scanned, printed and spooled, before the storage error stands."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setattr(pipeline_module, "HANDOFF_LIMIT", 0)
+    async with sqlite_repository(tmp_path) as repo:
+        monkeypatch.setattr(repo, "add_jobs", failing_after(2, repo.add_jobs))
+        monkeypatch.setattr(repo, "next_jobs", failing_after(0, repo.next_jobs))
+        results: list[ScanResult] = []
+        fetcher = FakeFetcher()
+        pipeline = Pipeline(
+            Settings(concurrency=5, timeout=5), repo=repo, sink=results.append, fetcher=fetcher
+        )  # type: ignore[arg-type]
+        domains = [f"s{i}.example" for i in range(40)]
+        report = await asyncio.wait_for(pipeline.run([target(d) for d in domains], source="test"), 10)
+        assert isinstance(report.storage_error, StorageError)
+        assert report.status == "interrupted"
+        assert report.batch_id is not None
+        queued = [job.domain async for job in repo.list_jobs("default", batch_id=report.batch_id)]
+        assert len(queued) == 15  # the two chunks registered: 5, then 10
+        assert sorted(queued + [r.domain for r in results]) == sorted(domains)
+        assert all(r.job_id is None for r in results)
+        assert report.spooled == len(results) == 25
