@@ -566,7 +566,8 @@ def _exit_status(report: BatchReport, fail_on: FailOn, env: Environment, setting
                 f"(load them with: domainscan import {report.spool_path} --tenant {settings.tenant})"
             )
         if report.batch_id is not None and report.status != "complete":
-            env.error(f"to finish the batch later: {resume}")
+            after = "after the import, finish" if report.spool_path is not None else "to finish"
+            env.error(f"{after} the batch with: {resume}")
         return ExitStatus.STORAGE
     if report.signal is not None:
         if report.batch_id is not None:

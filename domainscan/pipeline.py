@@ -192,11 +192,15 @@ class Pipeline:
             report.status = "failed" if failure is not None else "interrupted"
         else:
             report.status = "interrupted" if self._stop_signal is not None else "complete"
-        if repo is not None and report.batch_id is not None and report.storage_error is None:
+        if repo is not None and report.batch_id is not None:
+            # After a storage error, one quick try: a database that is back by now learns that no
+            # process runs the batch any more (interrupted), so that a resume right after the import
+            # need not wait for the batch's heartbeat to go stale.
+            patient = report.storage_error is None
             try:
-                await repo.finish_batch(settings.tenant, report.batch_id, report.status)
+                await repo.finish_batch(settings.tenant, report.batch_id, report.status, patient=patient)
             except StorageError as exc:
-                report.storage_error = exc
+                report.storage_error = report.storage_error or exc
         if failure is not None:
             raise failure
         return report

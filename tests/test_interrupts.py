@@ -800,14 +800,23 @@ def test_inputs_the_database_would_not_register_are_scanned_printed_and_spooled(
         pgbouncer_resume(name)
     code = scan.wait()
     assert code == 3, scan.stderr()
+    assert scan.stderr().splitlines()[-1] == (
+        f"domainscan: after the import, finish the batch with: "
+        f"{RESUMED.format(batch=batch, tenant=tenant)} --database-url URL"
+    )
     spool = assert_nothing_missing(scan, code, look, tenant, batch, farm)
     assert spool is not None
     unregistered = [r for r in records(spool.read_text()) if r["job_id"] is None]
     assert unregistered
     assert all(r["batch_id"] == batch for r in unregistered)
     assert len(job_states(look, tenant)) < SITES
+    # The database was back for the run's last word: no process runs the batch any more.
+    assert db_rows(look, "select status from batches where id = :b", b=batch) == [("interrupted",)]
     assert_import_completes(spool, url, look, tenant, batch, farm)
     assert len(job_states(look, tenant)) == SITES
+    resumed = run_domainscan(None, "scan", "--resume", str(batch), "--tenant", tenant, "--database-url", url)
+    assert resumed.returncode == 0, resumed.stderr  # at once: no waiting for a heartbeat to go stale
+    assert db_rows(look, "select status from batches where id = :b", b=batch) == [("complete",)]
 
 
 # --- the database down at the start --------------------------------------------------------------------

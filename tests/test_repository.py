@@ -1322,6 +1322,30 @@ async def test_transient_failures_are_retried_then_given_up(
     assert len(calls) >= 3
 
 
+@pytest.mark.parametrize("patient", [False, True], ids=["last-try", "control-patient"])
+async def test_a_last_try_to_finish_a_batch_makes_one_attempt(
+    repo: Repository, tenant: str, monkeypatch: pytest.MonkeyPatch, patient: bool
+) -> None:
+    """After a storage error the run tries once to mark its batch: a database still away must not keep
+    the process from exiting for the whole retry budget (the control retries, as every other write)."""
+    batch_id = await repo.start_batch(tenant, "args", {})
+    monkeypatch.setattr(repository_module, "RETRY_BUDGET", 0.5)
+    monkeypatch.setattr(repository_module, "RETRY_INITIAL_WAIT", 0.01)
+    monkeypatch.setattr(repository_module, "RETRY_JITTER", 0.01)
+    attempts = [0]
+
+    @asynccontextmanager
+    async def down() -> AsyncIterator[Any]:
+        attempts[0] += 1
+        raise TransientStorageError("storage unavailable: cannot connect to x (connection refused)")
+        yield
+
+    monkeypatch.setattr(repo, "_write", down)
+    with pytest.raises(StorageError, match=r"gave up after \d+ attempts"):
+        await repo.finish_batch(tenant, batch_id, "interrupted", patient=patient)
+    assert (attempts[0] == 1) != patient
+
+
 async def test_every_write_survives_a_lost_commit_acknowledgement(
     repo: Repository, tenant: str, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

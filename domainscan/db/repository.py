@@ -206,8 +206,11 @@ class Repository:
 
         await self._retrying(op)
 
-    async def finish_batch(self, tenant: str, batch_id: int, status: str) -> BatchInfo:
-        """Close a batch with ``status``; its counters are recounted from its jobs, so they are exact."""
+    async def finish_batch(
+        self, tenant: str, batch_id: int, status: str, *, patient: bool = True
+    ) -> BatchInfo:
+        """Close a batch with ``status``; its counters are recounted from its jobs, so they are exact.
+        Not `patient`: one attempt, no retries (a last try after the database already failed)."""
         if status not in BATCH_STATUSES:
             raise ValueError(f"batch status must be one of {', '.join(BATCH_STATUSES)}, not {status!r}")
         now = utcnow()
@@ -227,7 +230,7 @@ class Repository:
                 raise StorageError(f"batch {batch_id} of tenant {tenant!r} not found")
             return batch_info(row, now, STALE_AFTER)
 
-        return await self._retrying(op)
+        return await self._retrying(op, budget=None if patient else 0.0)
 
     async def reopen_batch(
         self, tenant: str, batch_id: int, *, stale_after: float = STALE_AFTER
@@ -601,8 +604,9 @@ class Repository:
 
     # --- plumbing ------------------------------------------------------------------------------------
 
-    async def _retrying(self, op: Callable[[bool], Awaitable[_T]]) -> _T:
-        """Run ``op`` (one short transaction), again while it fails transiently, for up to RETRY_BUDGET s.
+    async def _retrying(self, op: Callable[[bool], Awaitable[_T]], *, budget: float | None = None) -> _T:
+        """Run ``op`` (one short transaction), again while it fails transiently, for up to RETRY_BUDGET s
+        (or `budget`: 0 for a single attempt).
 
         ``op`` is told whether it is a retry, so that a write can recognize its own rows from an attempt
         that committed but whose acknowledgement was lost. Each attempt opens its own connection; the
@@ -612,7 +616,7 @@ class Repository:
         attempts = 0
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientStorageError),
-            stop=stop_before_delay(RETRY_BUDGET),
+            stop=stop_before_delay(RETRY_BUDGET if budget is None else budget),
             wait=wait_exponential_jitter(
                 multiplier=RETRY_INITIAL_WAIT, max=RETRY_MAX_WAIT, jitter=RETRY_JITTER
             ),
