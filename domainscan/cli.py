@@ -789,15 +789,29 @@ def import_spool(
     database_url: DatabaseUrlOption = None,
     debug: DebugOption = False,
 ) -> None:
-    """Store the results a scan could not write (its spool file); safe to run more than once."""
+    """Store the results a scan could not write (its spool file); safe to run more than once.
+
+    Records whose batch or job this database does not have are skipped; when that is all of them,
+    the database is most likely not the scan's, and the import fails (exit 2).
+    """
     env = Environment()
     with _guard(env, debug):
         validate_tenant(tenant)
         from domainscan.spool import read_spool
 
         records = list(read_spool(spool))
-        outcome = _with_repository(database_url, lambda repo: repo.import_records(tenant, records))
-        print(f"{spool}: {outcome}", file=env.stderr)
+        counts = _with_repository(database_url, lambda repo: repo.import_records(tenant, records))
+        if counts.skipped and not (counts.imported or counts.already_stored):
+            raise UsageError(
+                f"none of the {counts.skipped} records in {spool} belongs to a batch of this database "
+                "(is --database-url the one the scan used?); nothing was imported"
+            )
+        skipped = " (no batch or job of this database, or not a record)" if counts.skipped else ""
+        print(
+            f"{spool}: {counts.imported} imported, {counts.already_stored} already stored, "
+            f"{counts.skipped} skipped{skipped}",
+            file=env.stderr,
+        )
 
 
 def run() -> None:

@@ -75,3 +75,27 @@ def test_tenants_outside_the_alphabet_are_refused(tenant: str, tmp_path: Path) -
     assert proc.returncode == 2
     assert "invalid tenant" in proc.stderr
     assert not (tmp_path / "t.db").exists()
+
+
+def test_import_says_what_it_did_and_refuses_a_database_without_the_batch(tmp_path: Path) -> None:
+    """`domainscan import` counts in words; a spool none of whose records has its batch in the database
+    (the wrong --database-url, most likely) is an error, exit 2, and stores nothing."""
+    db, other = tmp_path / "scan.db", tmp_path / "other.db"
+    scan = run_domainscan(
+        None, "scan", "bad_label.com", "nodot", "--tenant", "t", "--database-url", f"sqlite:///{db}"
+    )
+    assert scan.returncode == 1, scan.stderr
+    spool = tmp_path / "spool.jsonl"
+    spool.write_text(scan.stdout)
+    loaded = run_domainscan(None, "import", str(spool), "--tenant", "t", "--database-url", f"sqlite:///{db}")
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stderr == f"{spool}: 0 imported, 2 already stored, 0 skipped\n"
+    wrong = run_domainscan(
+        None, "import", str(spool), "--tenant", "t", "--database-url", f"sqlite:///{other}"
+    )
+    assert wrong.returncode == 2
+    assert wrong.stderr == (
+        f"domainscan: none of the 2 records in {spool} belongs to a batch of this database "
+        "(is --database-url the one the scan used?); nothing was imported\n"
+    )
+    assert sqlite_rows(other, "select count(*) from jobs") == [(0,)]
