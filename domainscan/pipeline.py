@@ -264,18 +264,25 @@ class Pipeline:
         report: BatchReport,
         handoff: Handoff,
     ) -> None:
-        """The inputs the database would not take (`failed`, and the rest of `intake`): deduplicated
-        in memory (as without storage) and scanned without a job; the recorder spools their records,
-        with the batch id."""
-        tenant = self._settings.tenant
-        seen: set[str] = set()
+        """The inputs the database would not take (`failed`, and the rest of `intake`), scanned
+        without a job; the recorder spools their records, with the batch id."""
 
         async def chunks() -> AsyncIterator[list[Target | InvalidInput]]:
             yield failed
             async for chunk in intake:
                 yield chunk
 
-        async for chunk in chunks():
+        async for unstored in self._deduplicated(chunks(), recorder, report):
+            await handoff.put(unstored)
+
+    async def _deduplicated(
+        self, chunks: AsyncIterator[list[Target | InvalidInput]], recorder: Recorder, report: BatchReport
+    ) -> AsyncIterator[Handed]:
+        """Inputs without a job (no storage, or none the database would take): each chunk's targets
+        not seen before, deduplicated in memory; invalid inputs recorded at once."""
+        tenant = self._settings.tenant
+        seen: set[str] = set()
+        async for chunk in chunks:
             unstored: Handed = []
             for item in chunk:
                 if isinstance(item, InvalidInput):
@@ -287,7 +294,7 @@ class Pipeline:
                 else:
                     seen.add(item.domain)
                     unstored.append((item, None))
-            await handoff.put(unstored)
+            yield unstored
 
     async def _feed(self, queue: Work, report: BatchReport, handoff: Handoff) -> None:
         """Hand the batch's jobs to the workers, oldest first: those the registrar hands over, then,
@@ -372,19 +379,11 @@ class Pipeline:
         self, items: Iterable[Target | InvalidInput], queue: Work, recorder: Recorder, report: BatchReport
     ) -> None:
         """Without storage: deduplicate in memory and hand targets straight to the workers."""
-        tenant = self._settings.tenant
-        seen: set[str] = set()
         intake = self._intake(items)
         try:
-            async for chunk in intake:
-                for item in chunk:
-                    if isinstance(item, InvalidInput):
-                        recorder.finished(invalid_result(item, tenant))
-                    elif item.domain in seen:
-                        report.duplicates += 1
-                    else:
-                        seen.add(item.domain)
-                        await queue.put((item, None))
+            async for unstored in self._deduplicated(aiter(intake), recorder, report):
+                for entry in unstored:
+                    await queue.put(entry)
         finally:
             intake.close()
 
